@@ -1,0 +1,71 @@
+"""Stage configuration: code defaults < `--config FILE` (YAML) < command-line options.
+
+Each stage has a pydantic model with `extra="forbid"`, whose defaults equal `configs/<stage>.yaml` (a test
+keeps the two in step). Errors become one line that names the offending key, because a typo in a config
+file is the most common mistake and a pydantic dump is not a message.
+"""
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from wsi_pipeline.errors import ConfigError
+from wsi_pipeline.stores.atomic import write_text_atomic
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def describe_validation_error(error: ValidationError, source: str) -> str:
+    """One line: `source: key: problem; other.key: problem`."""
+    parts = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(root)"
+        if item["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{key}'")
+        else:
+            parts.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+    return f"{source}: " + "; ".join(parts)
+
+
+def load_config(model: type[M], config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> M:
+    """Validate defaults + the YAML file + options that were given (None means 'not given')."""
+    values: dict[str, Any] = {}
+    source = "options"
+    if config_file is not None:
+        values.update(read_yaml_mapping(config_file))
+        source = f"{config_file}"
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values.update(given)
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, source)) from exc
+
+
+def dump_config(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def write_resolved_config(path: Path, config: BaseModel) -> None:
+    """The exact settings an output was made with, next to it, so it can be reproduced."""
+    write_text_atomic(path, dump_config(config))

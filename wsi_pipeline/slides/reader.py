@@ -1,0 +1,169 @@
+"""Slide readers behind one small interface, so stages never care which library decodes a file.
+
+OpenSlide is tried first (fast, the common scanner formats); what it cannot open goes to tiatoolbox's
+`WSIReader` (OME-TIFF, plain images, formats through other back-ends). Every read names its level and
+takes level-0 pixel coordinates, the unit stored in tile stores and feature bags.
+"""
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from wsi_pipeline.errors import SlideError
+
+
+class SlideReader(ABC):
+    """An open slide. Not safe to share across processes: open one per worker."""
+
+    path: Path
+    level_dimensions: tuple[tuple[int, int], ...]  # (width, height) in pixels, per level
+    level_downsamples: tuple[float, ...]
+    mpp_from_metadata: float | None  # µm per level-0 pixel as written by the scanner
+    objective_power: float | None
+
+    @property
+    def level0_px(self) -> tuple[int, int]:
+        return self.level_dimensions[0]
+
+    @property
+    def level_count(self) -> int:
+        return len(self.level_dimensions)
+
+    @abstractmethod
+    def read_region(self, x_level0: int, y_level0: int, level: int, width_px: int, height_px: int) -> np.ndarray:
+        """RGB uint8 (height_px, width_px, 3) at `level`, top-left at level-0 (x, y); outside = white."""
+
+    @abstractmethod
+    def thumbnail(self, max_px: int) -> np.ndarray:
+        """RGB uint8 image of the whole slide whose longer side is at most `max_px`."""
+
+    def close(self) -> None:  # noqa: B027 - optional for readers without handles
+        """Release the file handle."""
+
+    def __enter__(self) -> "SlideReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def best_level_for_downsample(self, downsample: float) -> int:
+        """The coarsest level that is not coarser than `downsample` (so tiles are downsized, never upsized).
+
+        A tolerance of 1% absorbs the rounding in stored downsamples (e.g. 8.02 for a nominal 8).
+        """
+        best = 0
+        for level, level_downsample in enumerate(self.level_downsamples):
+            if level_downsample <= downsample * 1.01 and level_downsample >= self.level_downsamples[best]:
+                best = level
+        return best
+
+
+def _rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
+    """Composite onto white: OpenSlide marks pixels outside the scanned area as transparent."""
+    if rgba.shape[-1] == 3:
+        return rgba
+    alpha = rgba[..., 3:4].astype(np.uint16)
+    rgb = rgba[..., :3].astype(np.uint16)
+    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+
+def _float_or_none(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) and number > 0 else None
+
+
+class OpenSlideReader(SlideReader):
+    def __init__(self, path: Path) -> None:
+        import openslide
+
+        self.path = path
+        self._slide = openslide.OpenSlide(str(path))
+        props = self._slide.properties
+        self.level_dimensions = tuple(tuple(map(int, d)) for d in self._slide.level_dimensions)
+        self.level_downsamples = tuple(float(d) for d in self._slide.level_downsamples)
+        mpp_x = _float_or_none(props.get("openslide.mpp-x"))
+        mpp_y = _float_or_none(props.get("openslide.mpp-y"))
+        self.mpp_from_metadata = mpp_x if mpp_x is not None else mpp_y
+        self.objective_power = _float_or_none(props.get("openslide.objective-power"))
+
+    def read_region(self, x_level0: int, y_level0: int, level: int, width_px: int, height_px: int) -> np.ndarray:
+        region = self._slide.read_region((int(x_level0), int(y_level0)), int(level), (int(width_px), int(height_px)))
+        return _rgba_to_rgb_on_white(np.asarray(region))
+
+    def thumbnail(self, max_px: int) -> np.ndarray:
+        return _rgba_to_rgb_on_white(np.asarray(self._slide.get_thumbnail((max_px, max_px)).convert("RGBA")))
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+class TiatoolboxReader(SlideReader):
+    """Formats OpenSlide cannot read. tiatoolbox.wsicore imports in seconds, so it is imported only here."""
+
+    def __init__(self, path: Path) -> None:
+        from tiatoolbox.wsicore.wsireader import WSIReader
+
+        self.path = path
+        self._reader = WSIReader.open(path)
+        info = self._reader.info
+        self.level_dimensions = tuple(tuple(map(int, d)) for d in info.level_dimensions)
+        self.level_downsamples = tuple(float(d) for d in info.level_downsamples)
+        mpp = info.mpp
+        self.mpp_from_metadata = _float_or_none(mpp[0]) if mpp is not None else None
+        self.objective_power = _float_or_none(info.objective_power)
+
+    def read_region(self, x_level0: int, y_level0: int, level: int, width_px: int, height_px: int) -> np.ndarray:
+        region = self._reader.read_rect(
+            (int(x_level0), int(y_level0)), (int(width_px), int(height_px)),
+            resolution=int(level), units="level", coord_space="baseline", pad_constant_values=255,
+        )
+        return np.ascontiguousarray(region[..., :3], dtype=np.uint8)
+
+    def thumbnail(self, max_px: int) -> np.ndarray:
+        width, height = self.level0_px
+        downsample = max(width, height) / max_px
+        level = self.best_level_for_downsample(downsample)
+        level_w, level_h = self.level_dimensions[level]
+        image = self.read_region(0, 0, level, level_w, level_h)
+        from skimage.transform import resize
+
+        scale = max_px / max(width, height)
+        shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+        return (resize(image, shape, anti_aliasing=True, preserve_range=True)).round().astype(np.uint8)
+
+
+def open_slide(path: Path) -> SlideReader:
+    """Open `path` with OpenSlide, else tiatoolbox; raise a one-line `SlideError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise SlideError(f"{path}: no such slide file")
+    if path.is_dir() and not path.name.lower().endswith(".mrxs"):
+        raise SlideError(f"{path}: is a folder, not a slide file")
+    try:
+        n_bytes = path.stat().st_size
+    except OSError as exc:
+        raise SlideError(f"{path}: cannot access ({exc.strerror})") from exc
+    if n_bytes == 0:
+        raise SlideError(f"{path}: empty file (0 bytes)")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise SlideError(f"{path}: cannot read ({exc.strerror})") from exc
+
+    import openslide
+
+    try:
+        return OpenSlideReader(path)
+    except openslide.OpenSlideUnsupportedFormatError:
+        openslide_error = "format not recognised by OpenSlide"
+    except openslide.OpenSlideError as exc:
+        raise SlideError(f"{path}: corrupt or unreadable slide ({exc})") from exc
+    try:
+        return TiatoolboxReader(path)
+    except Exception as exc:  # tiatoolbox raises many types for unknown formats
+        raise SlideError(f"{path}: not a readable slide ({openslide_error}; tiatoolbox: {exc})") from exc

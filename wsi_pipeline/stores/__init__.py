@@ -1,0 +1,1 @@
+"""On-disk formats shared between stages; stages talk to each other only through these."""
