@@ -1,0 +1,61 @@
+"""TileConfig: defaults equal configs/tile.yaml; files and options are validated with one-line errors."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wsi_pipeline.config import load_config
+from wsi_pipeline.errors import ConfigError
+from wsi_pipeline.tiling.config import TileConfig
+
+CONFIG_FILE = Path(__file__).parents[2] / "configs" / "tile.yaml"
+
+
+def test_defaults_equal_configs_tile_yaml() -> None:
+    assert yaml.safe_load(CONFIG_FILE.read_text()) == TileConfig().model_dump(mode="json")
+
+
+def test_defaults_are_the_design_values() -> None:
+    cfg = TileConfig()
+    assert (cfg.tile_um, cfg.tile_px, cfg.mpp, cfg.tissue_method) == (256.0, 224, None, "otsu")
+    assert (cfg.min_tissue, cfg.white_gray, cfg.max_white_fraction, cfg.min_edge_fraction) == (
+        0.5,
+        240,
+        0.5,
+        0.02,
+    )
+
+
+def test_options_override_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "tile.yaml"
+    path.write_text("tile_um: 512\nmin_tissue: 0.25\n")
+    cfg = load_config(TileConfig, path, {"tile_um": 128.0, "min_tissue": None})
+    assert cfg.tile_um == 128.0 and cfg.min_tissue == 0.25 and cfg.tile_px == 224
+
+
+def test_key_typo_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "tile.yaml"
+    path.write_text("tile_mu: 256\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(TileConfig, path)
+    assert "unknown key 'tile_mu'" in str(error.value) and str(path) in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("min_tissue", 1.5), ("white_gray", 300), ("tile_um", 0), ("mpp", -0.5), ("tissue_method", "magic")],
+)
+def test_out_of_range_values_name_the_key(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=key):
+        load_config(TileConfig, None, {key: value})
+
+
+def test_thresholds_cover_every_filter_setting() -> None:
+    assert set(TileConfig().thresholds()) == {
+        "min_tissue",
+        "white_gray",
+        "max_white_fraction",
+        "min_edge_fraction",
+    }

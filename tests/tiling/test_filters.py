@@ -1,0 +1,100 @@
+"""The white and blur filters on real labelled tiles, resized to 224 px exactly as the pipeline does."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.synthetic import blurred
+from wsi_pipeline.slides.reader import resize_tile
+from wsi_pipeline.tiling.config import TileConfig
+from wsi_pipeline.tiling.filters import edge_fraction, judge_tile, laplacian_variance, to_gray
+
+DEFAULTS = TileConfig()
+
+
+def pipeline_tile(path: Path, tile_px: int = DEFAULTS.tile_px) -> np.ndarray:
+    """A labelled PNG as the pipeline would see it: a square read, resized with `resize_tile`."""
+    image = Image.open(path).convert("RGB")
+    side = min(image.size)
+    return np.asarray(resize_tile(image.crop((0, 0, side, side)), tile_px))
+
+
+def judge(rgb: np.ndarray):
+    return judge_tile(
+        rgb,
+        white_gray=DEFAULTS.white_gray,
+        max_white_fraction=DEFAULTS.max_white_fraction,
+        min_edge_fraction=DEFAULTS.min_edge_fraction,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("almost-white-1.png", "white"),
+        ("almost-white-2.png", "white"),
+        ("no-tissue.png", "white"),
+        ("no-tissue2.png", "white"),
+        ("no-tissue-red-pen.png", "blur"),  # the out-of-focus pen mark
+        ("no-tissue-line.png", "blur"),  # grey glass edge with one dark line: not white, too few edges
+        ("tcga-lung-rgb.png", None),
+        ("tissue-level0-4302-10273-4814-10785.png", None),
+        ("tissue-level0-7352-11762-7864-12274.png", None),
+        ("high-nuclei-score-level0.png", None),
+    ],
+)
+def test_labelled_tiles(labelled_tiles: Path, name: str, reason: str | None) -> None:
+    verdict = judge(pipeline_tile(labelled_tiles / name))
+    assert verdict.reason == reason
+    if reason is None:
+        assert verdict.edge_fraction >= DEFAULTS.min_edge_fraction * 5  # far from the threshold, not luck
+        assert verdict.blur_score > 100
+
+
+def test_sharp_tissue_turns_blurry_when_blurred(labelled_tiles: Path) -> None:
+    sharp = pipeline_tile(labelled_tiles / "tcga-lung-rgb.png")
+    soft = blurred(sharp, 5)  # 5 px at 1.14 µm/px: clearly out of focus; STAMP's rule lets milder blur pass
+    assert judge(sharp).reason is None
+    assert judge(soft).reason == "blur"
+    assert judge(soft).blur_score < judge(sharp).blur_score / 10
+
+
+def test_white_rule_is_most_pixels_at_or_above_white_gray() -> None:
+    tile = np.full((224, 224, 3), 200, np.uint8)
+    tile[: 224 // 2 + 2] = 240  # just over half the pixels at exactly 240
+    assert judge(tile).reason == "white"
+    tile[: 224 // 2 + 2] = 239
+    assert judge(tile).reason != "white"
+
+
+def test_flat_tile_has_no_edges() -> None:
+    verdict = judge(np.full((224, 224, 3), (200, 120, 180), np.uint8))
+    assert verdict.reason == "blur" and verdict.edge_fraction == 0 and verdict.blur_score == 0
+
+
+def test_gray_is_pil_luma() -> None:
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255]]], np.uint8)
+    assert to_gray(rgb).tolist() == [[76, 150, 29]]
+
+
+def test_laplacian_variance_of_a_checkerboard() -> None:
+    board = (np.indices((32, 32)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    # Every interior Laplacian is +-4 * 255 with mean 0, so the variance is (4 * 255) ** 2.
+    assert laplacian_variance(board) == pytest.approx((4 * 255) ** 2)
+    assert laplacian_variance(np.full((32, 32), 128, np.uint8)) == 0
+
+
+@pytest.mark.parametrize("name", ["tcga-lung-rgb.png", "no-tissue-red-pen.png", "no-tissue-line.png",
+                                  "tissue-level0-4302-10273-4814-10785.png", "high-nuclei-score-level0.png"])
+def test_opencv_canny_agrees_with_an_independent_canny(labelled_tiles: Path, name: str) -> None:
+    """scikit-image's Canny (L2 gradient, same thresholds, no smoothing) is an independent implementation:
+    both must give the same keep/reject verdict at STAMP's 0.02 and similar edge fractions."""
+    from skimage.feature import canny
+
+    gray = to_gray(pipeline_tile(labelled_tiles / name))
+    reference = float(canny(gray.astype(float), sigma=0, low_threshold=40, high_threshold=100).mean())
+    ours = edge_fraction(gray)
+    assert (ours < 0.02) == (reference < 0.02)
+    assert ours == pytest.approx(reference, rel=0.35, abs=0.005)

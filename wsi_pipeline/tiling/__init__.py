@@ -1,0 +1,5 @@
+"""`wsi tile`: tissue mask, a grid of `tile_um` squares at a fixed µm/px, white and blur filters.
+
+Entry points: `tile_slides` (a batch, with resume, workers, progress and summary) in `runner`, and
+`tile_slide` (one slide, the unit of work of any backend) in `slide`. Imported lazily by the CLI.
+"""

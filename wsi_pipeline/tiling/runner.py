@@ -1,0 +1,328 @@
+"""`wsi tile` over many slides: resume, workers, progress, and the summary.
+
+Nothing is lost and nothing stops the batch: complete stores are skipped (unless `overwrite`) and re-done
+when their slide's bytes or mtime changed; every slide ends as one `SlideOutcome`, bad ones with a
+one-line reason. `workers` is a budget of CPU cores: several slides run in a process pool (each worker
+opens its own slide handles), and cores left over, e.g. with a single slide, become reader threads inside
+a slide. One worker runs in this process, which keeps `--debug` tracebacks direct.
+"""
+
+import multiprocessing
+import queue
+import signal
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+from wsi_pipeline.batch import SlideOutcome, print_summary
+from wsi_pipeline.config import write_resolved_config
+from wsi_pipeline.errors import WsiError
+from wsi_pipeline.ids import slide_id_for
+from wsi_pipeline.stores.atomic import clean_stale_temporaries
+from wsi_pipeline.stores.tile_store import TileStoreMeta, read_tile_store_meta, store_path
+from wsi_pipeline.tiling.config import TileConfig
+from wsi_pipeline.tiling.slide import FILTERS, SUMMARY_LABELS, SlideJob, summary_fields, tile_slide
+
+RESOLVED_CONFIG_NAME = "tile_config.yaml"
+SUMMARY_COLUMNS = ["mpp", "mpp source", "level", "kept", *(SUMMARY_LABELS[f] for f in FILTERS)]
+Decision = Literal["todo", "skip", "fail"]
+
+# The progress queue of a pool worker, set once per process by `_init_worker`.
+_worker_queue: Any = None
+
+
+def resume_decision(
+    slide_path: Path, out_dir: Path, cfg: TileConfig, overwrite: bool
+) -> tuple[Decision, str, TileStoreMeta | None]:
+    """Whether a slide's existing store can stand, why not, and the store's attributes when it can."""
+    path = store_path(out_dir, slide_id_for(slide_path))
+    if overwrite or not path.exists():
+        return "todo", "", None
+    try:
+        meta = read_tile_store_meta(path)
+    except WsiError:
+        return "todo", "previous store unreadable, redone", None
+    try:
+        stat = slide_path.stat()
+    except OSError:
+        return "todo", "", None
+    if (meta.slide_bytes, meta.slide_mtime) != (stat.st_size, stat.st_mtime):
+        return "todo", "slide changed since its store was written, redone", None
+    differences = settings_differences(meta, cfg)
+    if differences:
+        return (
+            "fail",
+            (
+                f"{path} was made with other settings ({differences}); pass --overwrite to replace it, "
+                "or write to another --out"
+            ),
+            None,
+        )
+    return "skip", "complete store exists", meta
+
+
+def settings_differences(meta: TileStoreMeta, cfg: TileConfig) -> str:
+    """Settings that would change the store's tiles, as 'key stored -> wanted'; empty when none differ."""
+    pairs: list[tuple[str, object, object]] = [
+        ("tile_um", meta.tile_um, cfg.tile_um),
+        ("tile_px", meta.tile_px, cfg.tile_px),
+        ("tissue_method", meta.tissue_method, cfg.tissue_method),
+        *((key, meta.thresholds.get(key), value) for key, value in cfg.thresholds().items()),
+    ]
+    # An explicit --mpp matters only where it was used, and only when given again with another value.
+    if meta.mpp_source == "override" and cfg.mpp is not None:
+        pairs.append(("mpp", meta.mpp_level0, cfg.mpp))
+    return ", ".join(f"{key} {old} -> {new}" for key, old, new in pairs if old != new)
+
+
+def tile_slides(
+    slides: Sequence[Path],
+    out_dir: Path,
+    cfg: TileConfig,
+    *,
+    workers: int = 1,
+    overwrite: bool = False,
+    debug: bool = False,
+    console: Console | None = None,
+) -> list[SlideOutcome]:
+    """Tile `slides` into `out_dir`; returns one outcome per slide, in the order given."""
+    console = console or Console(stderr=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in clean_stale_temporaries(out_dir):
+        console.print(
+            f"removed an incomplete output of an interrupted run: {stale.name}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
+    write_resolved_config(out_dir / RESOLVED_CONFIG_NAME, cfg)
+
+    outcomes: dict[int, SlideOutcome] = {}
+    jobs: dict[int, SlideJob] = {}
+    notes: dict[int, str] = {}
+    for index, slide in enumerate(slides):
+        decision, note, meta = resume_decision(Path(slide), out_dir, cfg, overwrite)
+        if decision == "todo":
+            jobs[index] = SlideJob(Path(slide), out_dir, cfg)
+            notes[index] = note
+        elif decision == "skip" and meta is not None:
+            outcomes[index] = SlideOutcome(
+                slide_id_for(Path(slide)), "skipped", note, fields=summary_fields(meta, out_dir)
+            )
+        else:
+            outcomes[index] = SlideOutcome(slide_id_for(Path(slide)), "failed", note)
+            _print_failure(console, Path(slide), note)
+
+    processes = min(max(1, workers), max(1, len(jobs)))
+    threads = max(1, workers // processes)
+    jobs = {i: SlideJob(job.slide_path, job.out_dir, job.config, threads) for i, job in jobs.items()}
+    started = time.perf_counter()
+    with _progress(console) as progress:
+        slides_task = progress.add_task("slides", total=len(jobs), unit="slides")
+        tiles_task = progress.add_task("tiles", total=0, unit="tiles")
+
+        def on_progress(kind: str, n: int) -> None:
+            if kind == "candidates":
+                progress.update(tiles_task, total=(progress.tasks[tiles_task].total or 0) + n)
+            else:
+                progress.advance(tiles_task, n)
+
+        def finished(index: int, outcome: SlideOutcome) -> None:
+            if notes.get(index) and outcome.status == "done" and not outcome.reason:
+                outcome.reason = notes[index]
+            outcomes[index] = outcome
+            progress.advance(slides_task)
+            _report(console, jobs[index].slide_path, outcome, debug)
+
+        if processes == 1:
+            for index, job in jobs.items():
+                finished(index, _run_here(job, on_progress, debug))
+        else:
+            _run_pool(jobs, processes, on_progress, finished)
+    elapsed = time.perf_counter() - started
+
+    ordered = [outcomes[i] for i in range(len(slides))]
+    print_summary(console, "wsi tile", ordered, SUMMARY_COLUMNS)
+    tiles_read = sum(int(o.fields.get("tiles read", 0)) for o in ordered)
+    if tiles_read:
+        console.print(
+            f"{tiles_read} tiles read and filtered in {elapsed:.1f} s "
+            f"({tiles_read / elapsed:.0f} tiles/s, {workers} worker{'s' if workers > 1 else ''})"
+        )
+    return ordered
+
+
+def _run_here(job: SlideJob, on_progress: Callable[[str, int], None], debug: bool) -> SlideOutcome:
+    try:
+        return tile_slide(job, on_progress)
+    except WsiError as exc:
+        if debug:
+            raise
+        return _failed(job, " ".join(str(exc).split()))
+    except Exception as exc:
+        if debug:
+            raise
+        return _failed(job, _unexpected(exc))
+
+
+def run_job_in_worker(job: SlideJob) -> SlideOutcome:
+    """Pool entry point: never raises, so one slide's error cannot break the pool; keeps the traceback."""
+
+    def on_progress(kind: str, n: int) -> None:
+        if _worker_queue is not None:
+            _worker_queue.put((kind, n))
+
+    try:
+        return tile_slide(job, on_progress)
+    except WsiError as exc:
+        outcome = _failed(job, " ".join(str(exc).split()))
+        outcome.fields["traceback"] = traceback.format_exc()
+    except Exception as exc:
+        outcome = _failed(job, _unexpected(exc))
+        outcome.fields["traceback"] = traceback.format_exc()
+    return outcome
+
+
+def _init_worker(progress_queue: Any) -> None:
+    global _worker_queue
+    _worker_queue = progress_queue
+    # Ctrl-C is the parent's to handle: it stops the workers (see `_pool_pass`); otherwise every idle
+    # worker would print its own KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_pool(
+    jobs: dict[int, SlideJob],
+    processes: int,
+    on_progress: Callable[[str, int], None],
+    finished: Callable[[int, SlideOutcome], None],
+) -> None:
+    """Slides across worker processes; a slide whose worker died is retried alone, so a crash (e.g. in
+    the slide library) costs only the slide that caused it."""
+    # spawn, not fork: the parent runs a progress thread, and forked locks and slide handles are unsafe.
+    context = multiprocessing.get_context("spawn")
+    progress_queue = context.Queue()
+    broken = _pool_pass(jobs, processes, context, progress_queue, on_progress, finished)
+    for index in broken:
+        retry = _pool_pass({index: jobs[index]}, 1, context, progress_queue, on_progress, finished)
+        if retry:
+            finished(
+                index,
+                _failed(
+                    jobs[index],
+                    "the worker process died while tiling this slide "
+                    "(a crash or out of memory in the slide reader)",
+                ),
+            )
+
+
+def _pool_pass(
+    jobs: dict[int, SlideJob],
+    processes: int,
+    context: Any,
+    progress_queue: Any,
+    on_progress: Callable[[str, int], None],
+    finished: Callable[[int, SlideOutcome], None],
+) -> list[int]:
+    broken: list[int] = []
+    with ProcessPoolExecutor(
+        processes, mp_context=context, initializer=_init_worker, initargs=(progress_queue,)
+    ) as pool:
+        futures: dict[Future[SlideOutcome], int] = {
+            pool.submit(run_job_in_worker, job): i for i, job in jobs.items()
+        }
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(progress_queue, on_progress)
+                for future in done:
+                    try:
+                        finished(futures[future], future.result())
+                    except BrokenProcessPool:
+                        broken.append(futures[future])
+        except KeyboardInterrupt:
+            # Stop now rather than after the running slides; their temporaries go at the next run's start.
+            pool.shutdown(wait=False, cancel_futures=True)
+            for child in multiprocessing.active_children():
+                child.terminate()
+            raise
+    _drain(progress_queue, on_progress)
+    return sorted(broken)
+
+
+def _drain(progress_queue: Any, on_progress: Callable[[str, int], None]) -> None:
+    while True:
+        try:
+            kind, n = progress_queue.get_nowait()
+        except queue.Empty:
+            return
+        on_progress(kind, n)
+
+
+def _failed(job: SlideJob, reason: str) -> SlideOutcome:
+    return SlideOutcome(slide_id_for(job.slide_path), "failed", reason)
+
+
+def _unexpected(exc: Exception) -> str:
+    message = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return f"unexpected {message} (re-run with --debug for the traceback)"
+
+
+def _report(console: Console, slide_path: Path, outcome: SlideOutcome, debug: bool) -> None:
+    if outcome.status == "failed":
+        if debug and "traceback" in outcome.fields:
+            console.print(str(outcome.fields["traceback"]), markup=False, highlight=False)
+        _print_failure(console, slide_path, outcome.reason)
+    elif outcome.status == "done" and outcome.fields.get("kept") == 0:
+        console.print(
+            f"WARNING: {slide_path}: {outcome.reason}",
+            style="bold yellow",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
+
+
+def _print_failure(console: Console, slide_path: Path, reason: str) -> None:
+    # The reason of a slide error already names the file; others get it prefixed.
+    text = reason if str(slide_path) in reason or slide_path.name in reason else f"{slide_path}: {reason}"
+    console.print(f"error: {text}", style="red", soft_wrap=True, markup=False, highlight=False)
+
+
+class _RateColumn(ProgressColumn):
+    """Tiles per second since the start: workers report in bursts, which makes rich's windowed speed jump."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.finished_time or task.elapsed
+        if task.fields.get("unit") != "tiles" or not elapsed or not task.completed:
+            return Text("")
+        return Text(f"{task.completed / elapsed:.0f} tiles/s", style="progress.data.speed")
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description:>6}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
