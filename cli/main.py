@@ -1,10 +1,55 @@
 """The `wsi` command. Stage modules import their heavy libraries inside the command, so `--help` is instant."""
 
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
 import typer
+from typer.core import TyperGroup
 
 from wsi_pipeline import __version__
 
+
+class OneLineErrors(TyperGroup):
+    """Usage mistakes (a missing `--out`, an unknown option, a bad value) as one line on stderr, like every
+    other error of `wsi`, instead of a usage block and a rich panel; the exit code stays click's (2)."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            # Not standalone: click raises usage errors here instead of printing them, and returns the
+            # code of a `typer.Exit` instead of exiting.
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            sys.exit(exc.exit_code)  # the help is already printed
+        except click.ClickException as exc:
+            print(f"error: {usage_error_line(exc)}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            print("error: aborted", file=sys.stderr)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_error_line(exc: click.ClickException) -> str:
+    message = " ".join(exc.format_message().split())
+    ctx: click.Context | None = getattr(exc, "ctx", None)
+    if ctx is None:
+        return message
+    return f"{ctx.command_path}: {message} (see '{ctx.command_path} --help')"
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="wsi",
     help="Whole-slide images to slide-level predictions: tile -> extract -> train -> eval.",
     no_args_is_help=True,
@@ -29,9 +74,17 @@ def main(
 
 
 def _register() -> None:
-    from cli import tile
+    from cli import extract, tile
 
     app.command("tile")(tile.tile)
+    app.command("extract")(extract.extract)
+    from cli import eval as eval_cmd, train  # noqa: I001 - eval is a module here, not the builtin
+
+    app.command("train")(train.train)
+    app.command("eval")(eval_cmd.eval_)
+    from cli import demo
+
+    app.command("demo")(demo.demo)
 
 
 _register()

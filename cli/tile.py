@@ -76,12 +76,28 @@ def tile(
             "min_edge_fraction",
         ),
     ),
-    workers: int = typer.Option(
-        1,
+    workers: int | None = typer.Option(
+        None,
         "--workers",
         "-j",
         min=1,
-        help="CPU cores to use: slides run in parallel processes, spare cores read tiles in threads.",
+        help=(
+            "CPU cores to use: slides run in parallel processes, spare cores read tiles in threads "
+            "\\[default: 1]. With --backend ray: the cores of the Ray started here \\[default: all]."
+        ),
+    ),
+    backend: str = typer.Option(
+        "local",
+        "--backend",
+        help="local: this machine's processes; ray: one Ray task per slide (needs the cluster extra).",
+    ),
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help=(
+            "Ray cluster to run on: HEAD:6379, auto, or ray://HEAD:10001 \\[default: RAY_ADDRESS, "
+            "else start Ray on this machine]. Slides and --out must be on a file system all nodes share."
+        ),
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Re-tile slides whose complete store exists."),
     debug: bool = DebugOption,
@@ -93,6 +109,7 @@ def tile(
     reported and the others are tiled; the exit code is 1 if any slide failed.
     """
     with user_errors(debug):
+        from wsi_pipeline.backends import parse_backend
         from wsi_pipeline.batch import exit_code
         from wsi_pipeline.config import load_config
         from wsi_pipeline.slides.discover import find_slides
@@ -112,9 +129,17 @@ def tile(
                 "min_edge_fraction": min_edge_fraction,
             },
         )
+        run_on = parse_backend(backend, address, local_cpus=workers)
         slide_paths = find_slides(slides)
         outcomes = tile_slides(
-            slide_paths, out, settings, workers=workers, overwrite=overwrite, debug=debug, console=console
+            slide_paths,
+            out,
+            settings,
+            workers=workers or 1,
+            overwrite=overwrite,
+            debug=debug,
+            console=console,
+            backend=run_on,
         )
         for outcome in outcomes:
             if outcome.status != "failed" and "qc" in outcome.fields:

@@ -4,7 +4,8 @@ Nothing is lost and nothing stops the batch: complete stores are skipped (unless
 when their slide's bytes or mtime changed; every slide ends as one `SlideOutcome`, bad ones with a
 one-line reason. `workers` is a budget of CPU cores: several slides run in a process pool (each worker
 opens its own slide handles), and cores left over, e.g. with a single slide, become reader threads inside
-a slide. One worker runs in this process, which keeps `--debug` tracebacks direct.
+a slide. One worker runs in this process, which keeps `--debug` tracebacks direct. With the Ray backend
+each slide is one single-core task on the cluster instead; what to skip is decided here either way.
 """
 
 import multiprocessing
@@ -30,6 +31,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from wsi_pipeline.backends import Backend, ray_session, run_tasks
 from wsi_pipeline.batch import SlideOutcome, print_summary
 from wsi_pipeline.config import write_resolved_config
 from wsi_pipeline.errors import WsiError
@@ -100,8 +102,10 @@ def tile_slides(
     overwrite: bool = False,
     debug: bool = False,
     console: Console | None = None,
+    backend: Backend | None = None,
 ) -> list[SlideOutcome]:
     """Tile `slides` into `out_dir`; returns one outcome per slide, in the order given."""
+    backend = backend or Backend()
     console = console or Console(stderr=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in clean_stale_temporaries(out_dir):
@@ -111,7 +115,6 @@ def tile_slides(
             markup=False,
             highlight=False,
         )
-    write_resolved_config(out_dir / RESOLVED_CONFIG_NAME, cfg)
 
     outcomes: dict[int, SlideOutcome] = {}
     jobs: dict[int, SlideJob] = {}
@@ -150,7 +153,9 @@ def tile_slides(
             progress.advance(slides_task)
             _report(console, jobs[index].slide_path, outcome, debug)
 
-        if processes == 1:
+        if backend.is_ray:
+            _run_ray(jobs, backend, on_progress, finished)
+        elif processes == 1:
             for index, job in jobs.items():
                 finished(index, _run_here(job, on_progress, debug))
         else:
@@ -158,12 +163,17 @@ def tile_slides(
     elapsed = time.perf_counter() - started
 
     ordered = [outcomes[i] for i in range(len(slides))]
+    # Only a run that leaves stores made with these settings describes the folder; a run whose every
+    # slide failed must not overwrite the record of how the existing stores were made.
+    if any(o.status != "failed" for o in ordered):
+        write_resolved_config(out_dir / RESOLVED_CONFIG_NAME, cfg)
     print_summary(console, "wsi tile", ordered, SUMMARY_COLUMNS)
     tiles_read = sum(int(o.fields.get("tiles read", 0)) for o in ordered)
     if tiles_read:
+        where = "on Ray" if backend.is_ray else f"{workers} worker{'s' if workers > 1 else ''}"
         console.print(
             f"{tiles_read} tiles read and filtered in {elapsed:.1f} s "
-            f"({tiles_read / elapsed:.0f} tiles/s, {workers} worker{'s' if workers > 1 else ''})"
+            f"({tiles_read / elapsed:.0f} tiles/s, {where})"
         )
     return ordered
 
@@ -181,8 +191,33 @@ def _run_here(job: SlideJob, on_progress: Callable[[str, int], None], debug: boo
         return _failed(job, _unexpected(exc))
 
 
+def _run_ray(
+    jobs: dict[int, SlideJob],
+    backend: Backend,
+    on_progress: Callable[[str, int], None],
+    finished: Callable[[int, SlideOutcome], None],
+) -> None:
+    """One single-core task per slide; tasks may run on other nodes, so every path is absolute."""
+    remote_jobs = {
+        i: SlideJob(job.slide_path.absolute(), job.out_dir.absolute(), job.config, 1)
+        for i, job in jobs.items()
+    }
+    if not remote_jobs:
+        return
+    with ray_session(backend) as ray:
+        for index, outcome in run_tasks(
+            ray, run_job_in_worker, remote_jobs, lambda job: slide_id_for(job.slide_path)
+        ):
+            # Tasks do not stream tile counts back; a slide's tiles count when it is done.
+            tiles = int(outcome.fields.get("tiles read", 0))
+            on_progress("candidates", tiles)
+            on_progress("tiles", tiles)
+            finished(index, outcome)
+
+
 def run_job_in_worker(job: SlideJob) -> SlideOutcome:
-    """Pool entry point: never raises, so one slide's error cannot break the pool; keeps the traceback."""
+    """Pool and Ray entry point: never raises, so one slide's error cannot break the batch; keeps the
+    traceback for --debug."""
 
     def on_progress(kind: str, n: int) -> None:
         if _worker_queue is not None:

@@ -1,0 +1,45 @@
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.train.helpers import quick_config, small_cohort
+from wsi_pipeline.train import run_training
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core machine, thread hand-offs make small steps 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> Iterator[None]:
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-split run of a narrow vit_sf on 24 small 64-d bags (features and labels beside it)."""
+    root = tmp_path_factory.mktemp("single")
+    small_cohort(root, 24)
+    with single_thread():
+        run_training(quick_config(root, epochs=2), root / "run")
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def kfold_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("kfold")
+    small_cohort(root, 24)
+    with single_thread():
+        run_training(quick_config(root, epochs=1, folds=3), root / "run")
+    return root / "run"

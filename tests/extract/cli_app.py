@@ -1,0 +1,8 @@
+"""`wsi extract` as a stand-alone Typer app, so these tests do not depend on the other stages' commands."""
+
+import typer
+
+from cli.extract import extract
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app.command()(extract)

@@ -1,0 +1,125 @@
+"""Weights: strict layout checks, safe loading, and the explicit random init."""
+
+import builtins
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.extract.helpers import torchvision_resnet50_state
+from wsi_pipeline.errors import WsiError
+from wsi_pipeline.extract.registry import RANDOM_INIT, build_extractor, register_extractor
+from wsi_pipeline.extract.weights import sha256_file
+
+
+def _trunk_equals(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    loaded = model.state_dict()
+    return all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+def test_retccl_accepts_the_torchvision_layout(retccl_weights: Path) -> None:
+    extractor = build_extractor("retccl", retccl_weights, random_init=False)
+    assert extractor.feature_dim == 2048 and extractor.spec.input_px is None  # any size: fully convolutional
+    assert extractor.weights_sha256 == sha256_file(retccl_weights)
+    assert _trunk_equals(extractor.spec.model, torch.load(retccl_weights, weights_only=True))
+
+
+def test_retccl_tolerates_module_prefix_and_stray_fc(tmp_path: Path) -> None:
+    state = torchvision_resnet50_state(seed=1)
+    wrapped = {f"module.{k}": v for k, v in state.items()}
+    wrapped["module.fc.weight"] = torch.zeros(1000, 2048)
+    wrapped["module.fc.bias"] = torch.zeros(1000)
+    path = tmp_path / "data_parallel.pth"
+    torch.save({"state_dict": wrapped}, path)
+    extractor = build_extractor("retccl", path, random_init=False)
+    assert _trunk_equals(extractor.spec.model, state)
+
+
+def test_retccl_rejects_another_layout_listing_keys(tmp_path: Path) -> None:
+    state = torchvision_resnet50_state()
+    del state["layer4.2.bn3.running_var"]
+    state["projector.0.weight"] = torch.zeros(4, 4)
+    state["conv1.weight"] = torch.zeros(64, 3, 3, 3)
+    path = tmp_path / "wrong.pth"
+    torch.save(state, path)
+    with pytest.raises(WsiError) as error:
+        build_extractor("retccl", path, random_init=False)
+    message = str(error.value)
+    assert "\n" not in message and str(path) in message
+    assert "missing 1 keys: layer4.2.bn3.running_var" in message
+    assert "unexpected 1 keys: projector.0.weight" in message
+    assert "conv1.weight (64, 3, 3, 3) != (64, 3, 7, 7)" in message
+
+
+class _Payload:
+    """Unpickling this runs `open(marker, "w")`: code execution that weights_only must refuse."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return builtins.open, (str(self.marker), "w")
+
+
+def test_pickle_payload_is_refused_without_running(tmp_path: Path) -> None:
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "payload": _Payload(marker)}, path)
+    with pytest.raises(WsiError) as error:
+        build_extractor("retccl", path, random_init=False)
+    message = str(error.value)
+    assert "refused" in message and "pickled code" in message and "\n" not in message
+    assert not marker.exists()
+
+
+def test_truncated_checkpoint_is_one_line_error(tmp_path: Path, retccl_weights: Path) -> None:
+    path = tmp_path / "truncated.pth"
+    path.write_bytes(retccl_weights.read_bytes()[:100_000])
+    with pytest.raises(WsiError, match="not a readable torch checkpoint") as error:
+        build_extractor("retccl", path, random_init=False)
+    assert "\n" not in str(error.value)
+
+
+def test_weights_required_unless_random_init(tmp_path: Path, retccl_weights: Path) -> None:
+    with pytest.raises(WsiError, match="--random-init"):
+        build_extractor("retccl", None, random_init=False)
+    with pytest.raises(WsiError, match="exclude each other"):
+        build_extractor("retccl", retccl_weights, random_init=True)
+    assert build_extractor("retccl", None, random_init=True).weights_sha256 == RANDOM_INIT
+
+
+def test_timm_extractor_from_safetensors(tmp_path: Path) -> None:
+    import timm
+
+    source = timm.create_model("resnet18", pretrained=False)  # with its classifier, as checkpoints are saved
+    path = tmp_path / "resnet18.safetensors"
+    save_file(source.state_dict(), str(path))
+    extractor = build_extractor("timm:resnet18", path, random_init=False)
+    assert extractor.name == "timm:resnet18" and extractor.feature_dim == 512
+    trunk = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
+    assert _trunk_equals(extractor.spec.model, trunk)
+
+
+def test_unknown_names_are_one_line_errors() -> None:
+    with pytest.raises(WsiError, match=r"unknown extractor 'retcl'.*retccl, timm:<architecture>"):
+        build_extractor("retcl", None, random_init=True)
+    with pytest.raises(WsiError, match="timm has no architecture 'resnet_5O'"):
+        build_extractor("timm:resnet_5O", None, random_init=True)
+
+
+def test_registering_an_extractor_is_one_function() -> None:
+    from wsi_pipeline.extract.registry import _REGISTRY, ExtractorSpec
+    from wsi_pipeline.extract.transforms import IMAGENET_MEAN, IMAGENET_STD, TileTransform
+
+    @register_extractor("test-pool")
+    def pool(weights: Path | None) -> ExtractorSpec:
+        model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())
+        return ExtractorSpec(model, TileTransform(32, IMAGENET_MEAN, IMAGENET_STD), 48, torch.bfloat16)
+
+    try:
+        assert build_extractor("test-pool", None, random_init=True).feature_dim == 48
+        with pytest.raises(ValueError, match="taken"):
+            register_extractor("test-pool")(pool)
+    finally:
+        del _REGISTRY["test-pool"]

@@ -1,0 +1,75 @@
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from wsi_pipeline.errors import ConfigError
+from wsi_pipeline.models import MILModel, build_model, list_models, model_config, register_model
+from wsi_pipeline.models.config import ViTConfig
+
+from .helpers import ALL_MODELS
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "models"
+
+
+def test_registry_lists_the_six_models() -> None:
+    assert list_models() == sorted(ALL_MODELS)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_yaml_equals_code_defaults(name: str) -> None:
+    on_disk = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    assert on_disk == model_config(name).model_dump()
+
+
+def test_every_yaml_is_a_registered_model() -> None:
+    assert sorted(p.stem for p in CONFIGS.glob("*.yaml")) == sorted(ALL_MODELS)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_build_records_config_and_score_method(name: str) -> None:
+    model = build_model(name, in_dim=8, n_classes=3, dropout=0.0)
+    assert isinstance(model, MILModel)
+    assert model.config == model_config(name, dropout=0.0)
+    assert model.default_score_method in ("attention", "relevance")
+    assert model(torch.randn(1, 5, 8)).shape == (1, 3)
+
+
+def test_paper_defaults() -> None:
+    vit = model_config("vit_sf")
+    assert (vit.dim, vit.depth, vit.heads, vit.dim_head, vit.mlp_dim, vit.eps) == (512, 2, 8, 64, 512, 1e-5)
+    abmil = model_config("abmil")
+    assert (abmil.embed_dim, abmil.attention_dim) == (500, 128)
+    transmil = model_config("transmil")
+    assert (transmil.dim, transmil.heads, transmil.landmarks, transmil.pinv_iterations) == (512, 8, 256, 6)
+
+
+def test_typo_is_a_one_line_error_naming_the_key() -> None:
+    with pytest.raises(ConfigError) as err:
+        build_model("vit_sf", in_dim=8, n_classes=2, depht=4)
+    message = str(err.value)
+    assert "depht" in message and "depth" in message and "\n" not in message
+
+
+def test_bad_value_names_the_key() -> None:
+    with pytest.raises(ConfigError, match="heads"):
+        build_model("vit", in_dim=8, n_classes=2, heads=0)
+    with pytest.raises(ConfigError, match="residual_kernel"):
+        build_model("transmil", in_dim=8, n_classes=2, residual_kernel=4)
+
+
+def test_unknown_model_lists_the_choices() -> None:
+    with pytest.raises(ConfigError, match="vit_sf_ca"):
+        build_model("vit_softmax_free")
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_dimensions_are_validated(bad: object) -> None:
+    with pytest.raises(ConfigError, match="in_dim"):
+        build_model("abmil", in_dim=bad, n_classes=2)  # type: ignore[arg-type]
+
+
+def test_register_model_rejects_duplicates() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("vit", ViTConfig)(lambda in_dim, n_classes, config: None)  # type: ignore[arg-type, return-value]

@@ -1,0 +1,148 @@
+"""The training loop: schedule, early stopping, checkpoints, history, resume, k-fold, cache modes."""
+
+import csv
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.train.helpers import quick_config, small_cohort
+from wsi_pipeline.config import read_yaml_mapping
+from wsi_pipeline.errors import WsiError
+from wsi_pipeline.stores.run_folder import load_checkpoint, read_splits
+from wsi_pipeline.train import TrainConfig, run_training
+from wsi_pipeline.train.loop import HISTORY_COLUMNS, EarlyStopping, lr_at
+
+
+def test_lr_warms_up_linearly_then_decays_by_cosine() -> None:
+    lrs = [lr_at(step, total_steps=110, warmup_steps=10, lr=1.0, min_lr=0.1) for step in range(110)]
+    assert lrs[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert lrs[10] == pytest.approx(1.0)
+    assert lrs[60] == pytest.approx(0.1 + 0.9 * 0.5)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+    assert lr_at(110, 110, 10, 1.0, 0.1) == pytest.approx(0.1)
+    assert lr_at(0, 10, 0, 1.0, 0.0) == pytest.approx(1.0)
+
+
+def test_early_stopping_prefers_auroc_then_lower_loss() -> None:
+    stopper = EarlyStopping(patience=2)
+    assert stopper.update(0.8, 0.5, 1)
+    assert stopper.update(1.0, 0.6, 2)
+    assert stopper.update(1.0, 0.4, 3)  # same AUROC, lower loss: better
+    assert not stopper.update(1.0, 0.45, 4) and not stopper.should_stop
+    assert not stopper.update(0.9, 0.1, 5) and stopper.should_stop
+    assert (stopper.best_epoch, stopper.best_auroc, stopper.best_loss) == (3, 1.0, 0.4)
+
+
+def _history(run: Path) -> list[dict[str, str]]:
+    with open(run / "history.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _deterministic(rows: list[dict[str, str]]) -> list[tuple[str, ...]]:
+    return [(r["epoch"], r["train_loss"], r["val_loss"], r["val_auroc"], r["lr"]) for r in rows]
+
+
+def test_run_folder_holds_config_splits_history_and_a_weights_only_checkpoint(tmp_path: Path) -> None:
+    small_cohort(tmp_path, 24)
+    summary = run_training(quick_config(tmp_path, epochs=2), tmp_path / "run")
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint.pt",
+        "config.yaml",
+        "history.csv",
+        "result.json",
+        "splits.csv",
+        "summary.json",
+    ]
+    saved = TrainConfig.model_validate(read_yaml_mapping(run / "config.yaml"))
+    assert saved.classes == ["negative", "positive"] and saved.features == (tmp_path / "features").resolve()
+    assert saved.epochs == 2 and saved.model_overrides["dim"] == 32
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert payload["model_name"] == "vit_sf" and payload["in_dim"] == 64
+    assert payload["class_names"] == ["negative", "positive"] and payload["model_config"]["dim"] == 32
+    assert payload["model_config"]["depth"] == 2  # resolved: defaults included, not only the overrides
+    assert load_checkpoint(run / "checkpoint.pt").epoch == summary.folds[0].best_epoch
+    history = _history(run)
+    assert tuple(history[0]) == HISTORY_COLUMNS and [r["epoch"] for r in history] == ["1", "2"]
+    assert all(float(r["seconds"]) > 0 and float(r["peak_memory_mb"]) > 0 for r in history)
+    assert {r.split for r in read_splits(run / "splits.csv")} == {"train", "val", "test"}
+    assert summary.final_line().startswith("best val AUROC") and str(run) in summary.final_line()
+    with pytest.raises(WsiError, match="already holds a run; pass --resume"):
+        run_training(quick_config(tmp_path, epochs=2), run)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _stop_after(epoch: int):
+    def hook(fold: int, done: int, row: dict) -> None:
+        if done == epoch:
+            raise Interrupt
+
+    return hook
+
+
+def test_resume_gives_the_same_run_as_never_stopping(tmp_path: Path) -> None:
+    small_cohort(tmp_path, 24)
+    # Dropout and tile subsampling draw random numbers: resuming must restore them exactly.
+    cfg = quick_config(tmp_path, epochs=4, max_tiles=25)
+    run_training(cfg, tmp_path / "straight")
+    with pytest.raises(Interrupt):
+        run_training(cfg, tmp_path / "resumed", on_epoch_end=_stop_after(2))
+    assert (tmp_path / "resumed" / "last.pt").is_file() and not (
+        tmp_path / "resumed" / "result.json"
+    ).exists()
+    assert len(_history(tmp_path / "resumed")) == 2
+    with pytest.raises(WsiError, match=r"--resume with settings that differ from config\.yaml: lr"):
+        run_training(cfg.model_copy(update={"lr": 0.5}), tmp_path / "resumed", resume=True)
+    run_training(cfg.model_copy(update={"cache": "none"}), tmp_path / "resumed", resume=True)
+
+    assert _deterministic(_history(tmp_path / "resumed")) == _deterministic(_history(tmp_path / "straight"))
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    assert a.epoch == b.epoch
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert not (tmp_path / "resumed" / "last.pt").exists()
+
+
+def test_stops_after_patience_epochs_without_a_better_val_score(tmp_path: Path) -> None:
+    small_cohort(tmp_path, 24)
+    # A learning rate far below float32 resolution leaves the weights, hence the val score, unchanged.
+    summary = run_training(quick_config(tmp_path, epochs=30, patience=2, lr=1e-30), tmp_path / "run")
+    fold = summary.folds[0]
+    assert fold.stopped_early and fold.best_epoch == 1 and fold.epochs_run == 3
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["stopped_early"] is True
+    assert len(_history(tmp_path / "run")) == 3
+
+
+def test_kfold_trains_one_model_per_fold_and_summarises(tmp_path: Path) -> None:
+    small_cohort(tmp_path, 30, slides_per_patient=2)
+    summary = run_training(quick_config(tmp_path, epochs=1, folds=3), tmp_path / "run")
+    run = tmp_path / "run"
+    for fold in range(3):
+        assert (run / f"fold_{fold}" / "checkpoint.pt").is_file() and (
+            run / f"fold_{fold}" / "history.csv"
+        ).is_file()
+    rows = read_splits(run / "splits.csv")
+    assert len(rows) == 3 * 30 and sorted(r.slide_id for r in rows if r.split == "test") == sorted(
+        {r.slide_id for r in rows}
+    )
+    body = json.loads((run / "summary.json").read_text())
+    values = [f["best_val_auroc"] for f in body["folds"]]
+    assert body["best_val_auroc_mean"] == pytest.approx(sum(values) / 3)
+    assert body["best_val_auroc_sd"] == pytest.approx(
+        math.sqrt(sum((v - sum(values) / 3) ** 2 for v in values) / 2)
+    )
+    assert "± " in summary.final_line() and "over 3 folds" in summary.final_line()
+
+
+def test_resuming_a_finished_run_only_reports_it(tmp_path: Path) -> None:
+    small_cohort(tmp_path, 24)
+    first = run_training(quick_config(tmp_path, epochs=1), tmp_path / "run")
+    again = run_training(quick_config(tmp_path, epochs=1, cache="device"), tmp_path / "run", resume=True)
+    assert again.folds == first.folds and len(_history(tmp_path / "run")) == 1

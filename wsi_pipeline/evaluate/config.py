@@ -1,0 +1,43 @@
+"""Evaluation settings. Defaults equal `configs/eval.yaml` (a test keeps them equal).
+
+Inputs default to the run's own (`features`, `labels` from its config.yaml); `split: all` evaluates every
+labelled slide with a bag, for an external cohort. The bootstrap is stratified by class and seeded, so the
+confidence interval is reproducible and every resample holds every class.
+"""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from wsi_pipeline.resources import configs_dir
+
+EvalSplit = Literal["test", "val", "train", "all"]
+
+CONFIG_FILE = configs_dir() / "eval.yaml"
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    features: Path | None = Field(None, description="folder of feature bags; default: the run's")
+    labels: Path | None = Field(None, description="labels CSV; default: the run's")
+    split: EvalSplit = Field(
+        "test", description="slides of this split in splits.csv; all = every labelled slide"
+    )
+    heatmaps: bool = Field(True, description="per-slide heatmap PNG + GeoJSON (+ top-k strip)")
+    tiles: Path | None = Field(None, description="folder of tile stores, for slide thumbnails under heatmaps")
+    slides_root: Path | None = Field(None, description="folder of the slides, for the top-k tile strips")
+    top_k: int = Field(8, ge=0, description="tiles in the top-scoring strip; 0 = no strip")
+    n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the AUROC interval; 0 = none")
+    ci_level: float = Field(0.95, gt=0, lt=1)
+    seed: int = Field(0, description="seed of the bootstrap")
+    canvas_max_px: int = Field(
+        1024, ge=64, description="longer side of the heatmap canvas (thumbnail or blank)"
+    )
+    overlay_alpha: float = Field(0.5, gt=0, le=1, description="opacity of the scores over the thumbnail")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, ...")
+
+
+def default_config_file() -> Path | None:
+    return CONFIG_FILE if CONFIG_FILE.is_file() else None

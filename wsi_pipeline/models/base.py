@@ -1,0 +1,143 @@
+"""What every aggregator shares: the call signature, mask handling, and exact per-tile scores.
+
+All six models end in a *read-out*: the class token (or ABMIL's bag vector) is a weighted sum of per-token
+value vectors, ``o[h] = sum_j w[h, j] * v[h, j]``, followed by a small head that only sees ``o``. Each model
+exposes that decomposition (`ClsReadout`); the two score methods are then computed once, here:
+
+- ``attention``: the read-out's weights averaged over heads (what attention heatmaps usually show);
+- ``relevance``: each token's additive share of ``o`` projected on the gradient of the chosen logit,
+  ``r_j = sum_h w[h, j] * <g[h], v[h, j]>`` with ``g = d logit / d o``. The shares sum exactly to
+  ``<g, o>``, cost O(N d), and need one backward pass through the head only, taken with
+  `torch.autograd.grad` on ``o`` so no parameter's ``.grad`` is touched.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from wsi_pipeline.models.config import ModelConfig
+
+ScoreMethod = Literal["attention", "relevance"]
+SCORE_METHODS: tuple[str, ...] = ("attention", "relevance")
+
+
+@dataclass(frozen=True)
+class ClsReadout:
+    """The last read-out of a forward pass, split per token.
+
+    ``head(einsum("bht,bhtd->bhd", weights, values))`` reproduces the model's logits; tests hold every model
+    to that, which is what makes the scores exact for the prediction they explain.
+    """
+
+    weights: Tensor  # (B, H, T): exact mixing weights of the read-out over the T tokens
+    values: Tensor  # (B, H, T, dh)
+    head: Callable[[Tensor], Tensor]  # (B, H, dh) read-out -> (B, n_classes) logits
+    tiles: Callable[[Tensor], Tensor]  # (B, T) per-token scores -> (B, N) per-tile scores
+    attention: Tensor | None = None  # (B, H, T) weights to show when they differ from the mixing weights
+
+    def output(self) -> Tensor:
+        return torch.einsum("bht,bhtd->bhd", self.weights.to(self.values.dtype), self.values)
+
+
+def upcast(x: Tensor) -> Tensor:
+    """x in float32 or wider: statistics and softmaxes over 10^5 tokens are not safe in 16-bit floats."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def check_inputs(x: Tensor, mask: Tensor | None) -> None:
+    """Shape errors here name the contract; deep inside a matmul they would name a kernel."""
+    if x.ndim != 3:
+        raise ValueError(f"x must be (batch, tiles, features), got shape {tuple(x.shape)}")
+    if mask is not None and (mask.shape != x.shape[:2] or mask.dtype != torch.bool):
+        raise ValueError(
+            f"mask must be bool of shape {tuple(x.shape[:2])} (True = real tile), "
+            f"got {mask.dtype} {tuple(mask.shape)}"
+        )
+
+
+def with_class_token(mask: Tensor | None) -> Tensor | None:
+    """The token mask once a class token (always real) is prepended to the tiles."""
+    if mask is None:
+        return None
+    return torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
+
+
+class MILModel(nn.Module, ABC):
+    """A bag classifier: ``model(x, mask) -> logits`` plus exact ``tile_scores``."""
+
+    def __init__(self, config: ModelConfig, default_score_method: ScoreMethod) -> None:
+        super().__init__()
+        if default_score_method not in SCORE_METHODS:
+            raise ValueError(f"default_score_method must be one of {SCORE_METHODS}")
+        self.config = config  # the resolved hyperparameters, to be written next to checkpoints
+        # Chosen per model from benchmarks/bench_signal.py; the heatmaps use it unless told otherwise.
+        self.default_score_method: str = default_score_method
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x (B, N, D), mask (B, N) bool with True = real tile -> logits (B, n_classes).
+
+        Logits are computed *through* the read-out, so predictions and tile scores share one code path.
+        """
+        ro = self.readout(x, mask)
+        return ro.head(ro.output())
+
+    @abstractmethod
+    def readout(self, x: Tensor, mask: Tensor | None = None) -> ClsReadout:
+        """Run the network up to its last read-out and return that read-out split per token."""
+
+    def tile_scores(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        method: ScoreMethod | None = None,
+        *,
+        target: int | None = None,
+    ) -> Tensor:
+        """One score per tile, (B, N) float32; padded tiles score 0.
+
+        ``method`` defaults to `default_score_method`. ``target`` picks the logit that ``relevance`` explains
+        (default: each bag's predicted class). Call `.eval()` first when the model has dropout.
+        """
+        method = method or self.default_score_method  # type: ignore[assignment]
+        if method not in SCORE_METHODS:
+            raise ValueError(f"method must be one of {SCORE_METHODS}, got {method!r}")
+        check_inputs(x, mask)
+        with torch.no_grad():
+            ro = self.readout(x, mask)
+        if method == "attention":
+            per_token = upcast(ro.attention if ro.attention is not None else ro.weights).mean(dim=1)
+        else:
+            per_token = token_relevance(ro, target)
+        scores = ro.tiles(per_token).float()
+        if mask is not None:
+            scores = scores.masked_fill(~mask, 0.0)
+        return scores
+
+
+def token_relevance(ro: ClsReadout, target: int | None = None) -> Tensor:
+    """(B, T) additive shares of the read-out, projected on d logit[target] / d out (default: predicted class)."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "tile_scores(method='relevance') needs autograd: call it outside torch.inference_mode()"
+        )
+    weights, values = ro.weights.detach(), ro.values.detach()
+    with torch.enable_grad():
+        out = ro.output().detach().requires_grad_(True)
+        logits = ro.head(out)
+        if target is None:
+            picked = logits.argmax(dim=-1, keepdim=True)
+        else:
+            if not 0 <= target < logits.shape[-1]:
+                raise ValueError(f"target must be a class index in [0, {logits.shape[-1]}), got {target}")
+            picked = torch.full_like(logits[:, :1], target, dtype=torch.long)
+        # Bags are independent in the head, so the gradient of the sum is each bag's own gradient.
+        (grad,) = torch.autograd.grad(logits.gather(-1, picked).sum(), out)
+    return torch.einsum("bht,bhtd,bhd->bt", upcast(weights), upcast(values), upcast(grad))

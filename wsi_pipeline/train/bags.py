@@ -1,0 +1,141 @@
+"""Matching labels to feature bags, checking the bags, and keeping them in memory across epochs.
+
+Whole-bag training reads every bag every epoch; re-reading HDF5 each time would dominate an epoch on a GPU,
+so bags are read once (fp16, half the bytes of fp32) into RAM or onto the training device. Every bag is read
+once before training in every cache mode, so a bad bag (wrong width, NaN) fails the run at the start, not
+in epoch 40.
+"""
+
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from wsi_pipeline.errors import WsiError
+from wsi_pipeline.stores.labels import LabelTable
+from wsi_pipeline.train.config import CacheMode
+
+# Our bags and CLAM/TRIDENT/STAMP HDF5 files; CLAM's `.pt` feature files when no `.h5` has the name.
+BAG_SUFFIXES = (".h5", ".pt")
+
+
+def _listing(names: list[str], limit: int = 10) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """The labelled slides that have a bag, and what was left out."""
+
+    table: LabelTable  # rows restricted to slides with a bag
+    paths: dict[str, Path]
+    n_missing: int  # labelled slides without a bag (only with allow_missing)
+    n_unlabelled: int  # bags without a label, ignored
+    in_dim: int  # feature width, the same in every bag
+
+
+def match_bags(features_dir: Path, table: LabelTable, allow_missing: bool) -> Cohort:
+    if not features_dir.is_dir():
+        raise WsiError(f"{features_dir}: no such folder of feature bags")
+    bags: dict[str, Path] = {}
+    for suffix in reversed(BAG_SUFFIXES):
+        for p in sorted(features_dir.glob(f"*{suffix}")):
+            if p.is_file() and not p.name.startswith("."):
+                bags[p.name[: -len(suffix)]] = p
+    labelled = [row.slide_id for row in table.rows]
+    missing = [s for s in labelled if s not in bags]
+    if missing and not allow_missing:
+        raise WsiError(
+            f"{table.path}: {len(missing)} labelled slide(s) have no bag in {features_dir}: {_listing(missing)} "
+            "(--allow-missing trains without them)"
+        )
+    rows = tuple(row for row in table.rows if row.slide_id in bags)
+    if not rows:
+        raise WsiError(f"{features_dir}: none of the {len(labelled)} labelled slides has a bag")
+    paths = {row.slide_id: bags[row.slide_id] for row in rows}
+    return Cohort(
+        table=replace(table, rows=rows),
+        paths=paths,
+        n_missing=len(missing),
+        n_unlabelled=len(set(bags) - set(labelled)),
+        in_dim=common_feature_dim(paths),
+    )
+
+
+def common_feature_dim(paths: dict[str, Path]) -> int:
+    """The width shared by all bags, from their headers only; bags of another width are named."""
+    from wsi_pipeline.stores.feature_bag import bag_feature_dim
+
+    dims = {slide_id: bag_feature_dim(path) for slide_id, path in paths.items()}
+    common, _ = Counter(dims.values()).most_common(1)[0]
+    odd = [f"{paths[s]} ({d})" for s, d in dims.items() if d != common]
+    if odd:
+        folder = next(iter(paths.values())).parent
+        raise WsiError(
+            f"{folder}: feature widths differ: {len(odd)} bag(s) are not {common}-d like the rest: {_listing(odd)}"
+        )
+    return common
+
+
+def read_bag_features(path: Path) -> np.ndarray:
+    """The (N, D) features of a bag as float16, checked for NaN/inf (also after the cast to fp16)."""
+    from wsi_pipeline.stores.feature_bag import load_bag
+
+    features = load_bag(path).features
+    if features.ndim != 2 or features.shape[0] == 0:
+        raise WsiError(
+            f"{path}: bag has no tiles (features shape {features.shape}); drop the slide from the labels table"
+        )
+    half = np.ascontiguousarray(features, dtype=np.float16)
+    bad = int(np.count_nonzero(~np.isfinite(half)))
+    if bad:
+        raise WsiError(f"{path}: {bad} NaN or inf feature values (or beyond float16 range); re-extract it")
+    return half
+
+
+class BagCache:
+    """slide_id -> (N, D) float16 tensor on the training device; filled once by `load`.
+
+    `memory` keeps bags in RAM and copies each to the device when it is used (on CPU that copy is free);
+    `device` keeps them on the device (no copies; needs the cohort to fit in GPU memory); `none` re-reads.
+    """
+
+    def __init__(self, paths: dict[str, Path], mode: CacheMode, device: torch.device) -> None:
+        self.paths = paths
+        self.mode = mode
+        self.device = device
+        self.n_tiles: dict[str, int] = {}
+        self._bags: dict[str, torch.Tensor] = {}
+
+    def load(self, console: Console | None) -> None:
+        """Read and check every bag; keep them unless `mode == "none"`."""
+        with Progress(
+            TextColumn("reading bags"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=console is None,
+        ) as progress:
+            task = progress.add_task("bags", total=len(self.paths))
+            for slide_id, path in self.paths.items():
+                features = read_bag_features(path)
+                self.n_tiles[slide_id] = features.shape[0]
+                if self.mode != "none":
+                    bag = torch.from_numpy(features)
+                    self._bags[slide_id] = bag.to(self.device) if self.mode == "device" else bag
+                progress.advance(task)
+
+    def get(self, slide_id: str) -> torch.Tensor:
+        if self.mode == "none":
+            return torch.from_numpy(read_bag_features(self.paths[slide_id])).to(self.device)
+        return self._bags[slide_id].to(self.device)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._bags.values())

@@ -1,0 +1,372 @@
+"""One training run on one split: whole bags at batch size 1, early stopping on validation AUROC.
+
+Resuming gives the same weights as never stopping: all randomness is either derived from (seed, epoch)
+(bag order, tile subsampling) or restored from `last.pt` (torch/CUDA/NumPy/Python RNG states, used by
+dropout), and the optimizer, learning-rate step and early-stopping state are saved with the weights after
+every epoch. Only whole epochs are saved, so an interrupted epoch is redone from its start.
+"""
+
+import csv
+import io
+import json
+import math
+import random
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from wsi_pipeline.errors import WsiError
+from wsi_pipeline.stores.atomic import atomic_path, write_text_atomic
+from wsi_pipeline.stores.run_folder import CHECKPOINT_FILE, HISTORY_FILE, Checkpoint, save_checkpoint
+from wsi_pipeline.train.bags import BagCache
+from wsi_pipeline.train.config import TrainConfig
+from wsi_pipeline.train.process import ProcessRole
+
+LAST_FILE = "last.pt"
+RESULT_FILE = "result.json"
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_auroc", "lr", "seconds", "peak_memory_mb")
+
+EpochHook = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class FoldData:
+    fold: int
+    out_dir: Path
+    train_ids: list[str]  # sorted; the per-epoch order is drawn from (seed, epoch)
+    val_ids: list[str]
+    targets: dict[str, int]  # slide_id -> class index
+
+
+@dataclass
+class EarlyStopping:
+    """Best = highest val AUROC; ties go to the lower val loss.
+
+    Small validation sets saturate AUROC at 1.0 within an epoch or two; without the tie-break the first
+    lucky epoch would be kept even as the model goes on to separate the classes more confidently.
+    """
+
+    patience: int
+    best_auroc: float = -math.inf
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def update(self, auroc: float, loss: float, epoch: int) -> bool:
+        """Record an epoch; True when it is the new best."""
+        if auroc > self.best_auroc or (auroc == self.best_auroc and loss < self.best_loss):
+            self.best_auroc, self.best_loss, self.best_epoch, self.bad_epochs = auroc, loss, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    fold: int
+    best_epoch: int
+    best_val_auroc: float
+    epochs_run: int
+    stopped_early: bool
+    seconds: float
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float) -> float:
+    """Linear warm-up from 0 over `warmup_steps`, then cosine from `lr` to `min_lr` at `total_steps`."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def auroc(targets: np.ndarray, probs: np.ndarray) -> float:
+    """Binary: AUROC of the class-1 probability; more classes: macro one-vs-rest."""
+    from sklearn.metrics import roc_auc_score
+
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(targets, probs[:, 1]))
+    return float(
+        roc_auc_score(targets, probs, multi_class="ovr", average="macro", labels=range(probs.shape[1]))
+    )
+
+
+def class_weights(targets: list[int], n_classes: int) -> torch.Tensor:
+    """n / (C * n_c): each class contributes equally to the loss whatever its share of the bags."""
+    counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
+    weights = len(targets) / (n_classes * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW without weight decay on biases and norm scales (1-d parameters), the usual transformer recipe."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """GPU: peak allocated this epoch. CPU: the process's peak resident set so far (Linux reports KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": [version, list(py_state), gauss_next],
+    }
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, py_state, gauss_next = state["python"]
+    random.setstate((version, tuple(py_state), gauss_next))
+
+
+def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text_atomic(path, buffer.getvalue())
+
+
+@dataclass
+class _State:
+    """Everything that changes during training; saved to `last.pt` after every epoch."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class FoldTrainer:
+    """Trains one model on one fold. Built fresh for each fold by `wsi_pipeline.train.run`."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: nn.Module,
+        model_config: dict[str, Any],
+        class_names: tuple[str, ...],
+        in_dim: int,
+        cache: BagCache,
+        data: FoldData,
+        device: torch.device,
+        role: ProcessRole,
+        console: Console | None,
+    ) -> None:
+        self.cfg, self.model, self.model_config = cfg, model, model_config
+        self.class_names, self.in_dim, self.cache, self.data = class_names, in_dim, cache, data
+        self.device, self.role, self.console = device, role, console if role.writes else None
+        self.optimizer = make_optimizer(model, cfg)
+        n_classes = len(class_names)
+        weights = class_weights([data.targets[s] for s in data.train_ids], n_classes)
+        # Summed, not averaged: a weighted *mean* over a batch of one bag divides the weight back out.
+        self.train_loss = nn.CrossEntropyLoss(
+            weight=weights.to(device) if cfg.class_weighted_loss else None, reduction="sum"
+        )
+        self.val_loss = nn.CrossEntropyLoss()
+        self.steps_per_epoch = len(role.my_bags(data.train_ids))
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.amp = cfg.amp and device.type == "cuda"
+        self.stopper = EarlyStopping(cfg.patience)
+        self.state = _State()
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def _save_last(self) -> None:
+        payload = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "state": {**asdict(self.state)},
+            "stopper": asdict(self.stopper),
+            "rng": _rng_state(self.device),
+        }
+        with atomic_path(self.data.out_dir / LAST_FILE) as tmp:
+            torch.save(payload, tmp)
+
+    def restore(self) -> bool:
+        """Continue from `last.pt` when there is one; False when starting fresh."""
+        path = self.data.out_dir / LAST_FILE
+        if not path.is_file():
+            return False
+        try:
+            payload = torch.load(path, map_location=self.device, weights_only=True)
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except Exception as exc:
+            raise WsiError(f"{path}: cannot resume from it ({type(exc).__name__}: {exc})") from exc
+        self.state = _State(**payload["state"])
+        self.stopper = EarlyStopping(**payload["stopper"])
+        _set_rng_state(payload["rng"], self.device)
+        return True
+
+    def _save_best(self, epoch: int, val_auroc: float) -> None:
+        save_checkpoint(
+            self.data.out_dir / CHECKPOINT_FILE,
+            Checkpoint(
+                model_name=self.cfg.model,
+                model_config=self.model_config,
+                in_dim=self.in_dim,
+                class_names=self.class_names,
+                state_dict=self.model.state_dict(),
+                epoch=epoch,
+                val_auroc=val_auroc,
+            ),
+        )
+
+    # -- one epoch -----------------------------------------------------------------------------------
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def _train_epoch(self, epoch: int, progress: Progress | None) -> float:
+        self.model.train()
+        rng = np.random.default_rng([self.cfg.seed, epoch])
+        order = [self.data.train_ids[i] for i in rng.permutation(len(self.data.train_ids))]
+        mine = self.role.my_bags(order)
+        task = (
+            progress.add_task(f"fold {self.data.fold} epoch {epoch}", total=len(mine), rate="")
+            if progress
+            else None
+        )
+        total, tiles, start = 0.0, 0, time.perf_counter()
+        for slide_id in mine:
+            x = self.cache.get(slide_id)
+            if self.cfg.max_tiles is not None and x.shape[0] > self.cfg.max_tiles:
+                keep = np.sort(rng.choice(x.shape[0], self.cfg.max_tiles, replace=False))
+                x = x[torch.from_numpy(keep).to(x.device)]
+            lr = lr_at(self.state.step, self.total_steps, self.warmup_steps, self.cfg.lr, self.cfg.min_lr)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            target = torch.tensor([self.data.targets[slide_id]], device=self.device)
+            with self._autocast():
+                logits = self.model(x.unsqueeze(0))
+            loss = self.train_loss(logits.float(), target)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.grad_clip_norm is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip_norm)
+            self.optimizer.step()
+            self.state.step += 1
+            total += float(loss.detach())
+            tiles += x.shape[0]
+            if progress is not None and task is not None:
+                elapsed = time.perf_counter() - start
+                progress.update(task, advance=1, rate=f"{tiles / elapsed:,.0f} tiles/s")
+        if progress is not None and task is not None:
+            progress.remove_task(task)
+        return total / max(1, len(mine))
+
+    @torch.no_grad()
+    def predict(self, slide_ids: list[str]) -> np.ndarray:
+        """(n, n_classes) softmax probabilities, whole bags."""
+        self.model.eval()
+        probs = []
+        for slide_id in slide_ids:
+            with self._autocast():
+                logits = self.model(self.cache.get(slide_id).unsqueeze(0))
+            probs.append(torch.softmax(logits.float(), dim=-1).cpu())
+        return torch.cat(probs).numpy()
+
+    def _validate(self) -> tuple[float, float]:
+        probs = self.predict(self.data.val_ids)
+        targets = np.array([self.data.targets[s] for s in self.data.val_ids])
+        loss = float(
+            self.val_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)), torch.from_numpy(targets))
+        )
+        return loss, auroc(targets, probs)
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def fit(self, on_epoch_end: EpochHook | None = None) -> FoldResult:
+        out = self.data.out_dir
+        if self.role.writes:
+            out.mkdir(parents=True, exist_ok=True)
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(
+            *columns, console=self.console, transient=True, disable=self.console is None
+        ) as progress:
+            while self.state.epoch < self.cfg.epochs and not self.stopper.should_stop:
+                epoch = self.state.epoch + 1
+                if self.device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(self.device)
+                start = time.perf_counter()
+                train_loss = self._train_epoch(epoch, progress)
+                val_loss, val_auroc = self._validate()
+                seconds = time.perf_counter() - start
+                row = {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "val_loss": val_loss,
+                    "val_auroc": val_auroc,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "seconds": seconds,
+                    "peak_memory_mb": peak_memory_mb(self.device),
+                }
+                improved = self.stopper.update(val_auroc, val_loss, epoch)
+                self.state.epoch, self.state.seconds = epoch, self.state.seconds + seconds
+                self.state.history.append(row)
+                if self.role.writes:
+                    if improved:
+                        self._save_best(epoch, val_auroc)
+                    _write_history(out / HISTORY_FILE, self.state.history)
+                    self._save_last()
+                if self.console is not None:
+                    mark = " [green]best[/]" if improved else ""
+                    self.console.print(
+                        f"fold {self.data.fold} epoch {epoch}/{self.cfg.epochs}: train loss {train_loss:.4f}, "
+                        f"val loss {val_loss:.4f}, val AUROC {val_auroc:.4f}{mark}, {seconds:.1f} s, "
+                        f"{len(self.data.train_ids) / seconds:.2f} bags/s"
+                    )
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, row)
+        result = FoldResult(
+            fold=self.data.fold,
+            best_epoch=self.stopper.best_epoch,
+            best_val_auroc=self.stopper.best_auroc,
+            epochs_run=self.state.epoch,
+            stopped_early=self.stopper.should_stop and self.state.epoch < self.cfg.epochs,
+            seconds=self.state.seconds,
+        )
+        if self.role.writes:
+            write_text_atomic(out / RESULT_FILE, json.dumps(asdict(result), indent=2) + "\n")
+            (out / LAST_FILE).unlink(missing_ok=True)
+        return result
+
+
+def read_fold_result(out_dir: Path) -> FoldResult | None:
+    path = out_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    return FoldResult(**json.loads(path.read_text(encoding="utf-8")))

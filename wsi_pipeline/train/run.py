@@ -1,0 +1,217 @@
+"""`wsi train` as a library call: labels + bags -> splits -> one model per fold -> run folder.
+
+Order matters for "nothing is lost": inputs are checked and every bag read before the first file is written,
+the resolved config and splits are written before training (so `--resume` and `wsi eval` find them), and a
+fold counts as finished only once its `result.json` exists.
+"""
+
+import json
+import statistics
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from wsi_pipeline.config import read_yaml_mapping, write_resolved_config
+from wsi_pipeline.errors import ConfigError, WsiError
+from wsi_pipeline.stores.atomic import clean_stale_temporaries, write_text_atomic
+from wsi_pipeline.stores.labels import check_trainable, read_label_table
+from wsi_pipeline.stores.run_folder import (
+    CONFIG_FILE,
+    SPLITS_FILE,
+    SplitRow,
+    fold_dir,
+    read_splits,
+    write_splits,
+)
+from wsi_pipeline.train.bags import BagCache, match_bags
+from wsi_pipeline.train.config import TrainConfig
+from wsi_pipeline.train.loop import LAST_FILE, FoldData, FoldResult, FoldTrainer, read_fold_result
+from wsi_pipeline.train.process import ProcessRole
+from wsi_pipeline.train.splits import make_splits
+
+SUMMARY_FILE = "summary.json"
+# Settings that change how a run executes but not what it computes; a resumed run may change them.
+RUNTIME_KEYS = {"cache", "device"}
+
+FoldHook = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_dir: Path
+    folds: list[FoldResult]
+
+    @property
+    def mean_val_auroc(self) -> float:
+        return statistics.fmean(f.best_val_auroc for f in self.folds)
+
+    @property
+    def sd_val_auroc(self) -> float:
+        return statistics.stdev(f.best_val_auroc for f in self.folds) if len(self.folds) > 1 else 0.0
+
+    def final_line(self) -> str:
+        if len(self.folds) == 1:
+            f = self.folds[0]
+            return f"best val AUROC {f.best_val_auroc:.4f} (epoch {f.best_epoch}); run folder {self.run_dir}"
+        return (
+            f"best val AUROC {self.mean_val_auroc:.4f} ± {self.sd_val_auroc:.4f} over {len(self.folds)} folds; "
+            f"run folder {self.run_dir}"
+        )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name} requested but no CUDA device is available")
+    return device
+
+
+def _resumed_config(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
+    """The saved config, with this call's runtime settings. Any other difference is refused: a resumed run
+    must compute what the uninterrupted run would have."""
+    saved = TrainConfig.model_validate(read_yaml_mapping(run_dir / CONFIG_FILE))
+
+    def same(key: str) -> bool:
+        mine, theirs = getattr(cfg, key), getattr(saved, key)
+        if key in ("features", "labels") and mine is not None:
+            return Path(mine).resolve() == Path(theirs).resolve()
+        if key == "classes" and mine is None:
+            return True
+        return mine == theirs
+
+    differ = [
+        f"{key} ({getattr(cfg, key)!r}, the run has {getattr(saved, key)!r})"
+        for key in TrainConfig.model_fields
+        if key not in RUNTIME_KEYS and not same(key)
+    ]
+    if differ:
+        raise ConfigError(
+            f"{run_dir}: --resume with settings that differ from {CONFIG_FILE}: {'; '.join(differ)}"
+        )
+    return saved.model_copy(update={key: getattr(cfg, key) for key in RUNTIME_KEYS})
+
+
+def run_training(
+    cfg: TrainConfig,
+    run_dir: Path,
+    resume: bool = False,
+    console: Console | None = None,
+    role: ProcessRole | None = None,
+    on_epoch_end: FoldHook | None = None,
+) -> RunSummary:
+    role = role or ProcessRole()
+    say = console.print if console is not None and role.writes else (lambda *_: None)
+    has_run = (run_dir / CONFIG_FILE).is_file()
+    if resume and not has_run:
+        # Killed before its config was written, a run has nothing to resume: it starts, so the same
+        # `--resume` command is right to re-run after a kill at any moment (a requeued job, a retry loop).
+        say(f"{run_dir}: no run to resume yet (no {CONFIG_FILE}); starting it")
+        resume = False
+    if not resume and has_run:
+        raise WsiError(
+            f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out"
+        )
+    if resume:
+        cfg = _resumed_config(cfg, run_dir)
+    if cfg.features is None or cfg.labels is None:
+        raise ConfigError("both --features and --labels are needed (or features:/labels: in the config file)")
+
+    features, labels = Path(cfg.features).resolve(), Path(cfg.labels).resolve()
+    table = read_label_table(labels, cfg.classes)
+    cohort = match_bags(features, table, cfg.allow_missing)
+    check_trainable(cohort.table)
+    per_class = Counter(row.label for row in cohort.table.rows)
+    say(
+        f"{len(cohort.paths)} labelled slides with bags ("
+        + ", ".join(f"{name} {per_class[name]}" for name in cohort.table.class_names)
+        + f"); {cohort.n_unlabelled} unlabelled bags ignored"
+        + (f"; {cohort.n_missing} labelled slides without a bag left out" if cohort.n_missing else "")
+    )
+    if resume:
+        splits = read_splits(run_dir / SPLITS_FILE)
+    else:
+        splits = make_splits(cohort.table, cfg.folds, cfg.split_fractions, cfg.seed)
+
+    device = resolve_device(cfg.device)
+    needed = sorted({r.slide_id for r in splits if r.split in ("train", "val")})
+    cache = BagCache({s: cohort.paths[s] for s in needed}, cfg.cache, device)
+    cache.load(console if role.writes else None)
+    from wsi_pipeline.models import build_model, model_config
+
+    class_names = cohort.table.class_names
+    resolved_model = model_config(cfg.model, **cfg.model_overrides).model_dump(mode="json")
+    resolved = cfg.model_copy(update={"features": features, "labels": labels, "classes": list(class_names)})
+    if role.writes:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        clean_stale_temporaries(run_dir)
+        if not resume:
+            write_splits(run_dir / SPLITS_FILE, splits)
+            write_resolved_config(run_dir / CONFIG_FILE, resolved)
+    say(
+        f"model {cfg.model} on {device}; {cohort.in_dim}-d bags, cache {cfg.cache}"
+        + (f" ({cache.nbytes / 2**30:.2f} GiB)" if cfg.cache != "none" else "")
+    )
+
+    targets = {row.slide_id: cohort.table.class_index(row.label) for row in cohort.table.rows}
+    results = []
+    for fold in range(cfg.folds):
+        out = fold_dir(run_dir, fold, cfg.folds)
+        done = read_fold_result(out)
+        if done is not None:
+            if role.writes:  # a kill between writing result.json and removing the resume state
+                (out / LAST_FILE).unlink(missing_ok=True)
+            say(f"fold {fold}: finished earlier (best val AUROC {done.best_val_auroc:.4f}), skipped")
+            results.append(done)
+            continue
+        clean_stale_temporaries(out)
+        data = _fold_data(splits, fold, out, targets)
+        torch.manual_seed(cfg.seed + fold)
+        model = build_model(
+            cfg.model, in_dim=cohort.in_dim, n_classes=len(class_names), **cfg.model_overrides
+        )
+        trainer = FoldTrainer(
+            cfg,
+            model.to(device),
+            resolved_model,
+            class_names,
+            cohort.in_dim,
+            cache,
+            data,
+            device,
+            role,
+            console,
+        )
+        if trainer.restore():
+            say(f"fold {fold}: resuming after epoch {trainer.state.epoch}")
+        hook = (lambda epoch, row, f=fold: on_epoch_end(f, epoch, row)) if on_epoch_end else None
+        results.append(trainer.fit(hook))
+
+    summary = RunSummary(run_dir=run_dir, folds=results)
+    if role.writes:
+        body = {
+            "folds": [asdict(r) for r in results],
+            "best_val_auroc_mean": summary.mean_val_auroc,
+            "best_val_auroc_sd": summary.sd_val_auroc,
+        }
+        write_text_atomic(run_dir / SUMMARY_FILE, json.dumps(body, indent=2) + "\n")
+    return summary
+
+
+def _fold_data(splits: list[SplitRow], fold: int, out: Path, targets: dict[str, int]) -> FoldData:
+    rows = [r for r in splits if r.fold == fold]
+    return FoldData(
+        fold=fold,
+        out_dir=out,
+        train_ids=sorted(r.slide_id for r in rows if r.split == "train"),
+        val_ids=sorted(r.slide_id for r in rows if r.split == "val"),
+        targets=targets,
+    )
