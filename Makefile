@@ -5,6 +5,10 @@ ifeq ($(UV),)
 UV := python3 -m uv
 endif
 PYTEST_ARGS ?=
+# Installed packages are byte-compiled once at sync: every `wsi` subprocess (tests, torchrun ranks, Ray
+# workers) then imports torch and scikit-learn from .pyc instead of recompiling them, even where the
+# environment sets PYTHONDONTWRITEBYTECODE.
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: setup test demo lint
 
@@ -19,6 +23,6 @@ lint: setup
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 
+# The whole pipeline on a demo cohort cut from the real slides in tests/data (mechanics, not a diagnosis).
 demo: setup
-	$(UV) run wsi tile tests/data/slides --out demo_out/tiles --mpp 0.5
-	@echo "QC images: $$(ls demo_out/tiles/*.qc.png)"
+	$(UV) run wsi demo --out demo_out

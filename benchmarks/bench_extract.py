@@ -3,14 +3,16 @@
 1. Throughput, in one process with one thread setting: the bare encoder (prepared exactly as `wsi extract`
    prepares it: eval, channels_last, inference_mode, autocast on CUDA) on random tensors of the batch size,
    then `wsi extract` end to end (tile store -> slide reads in DataLoader workers -> encoder -> HDF5) for
-   each `--workers` value, on a store of real-pixel tissue tiles of a large mosaic slide. A one-batch
-   warm-up store runs first in every end-to-end run, so both sides are measured warm.
-2. Peak RSS of `wsi extract` (a fresh process each) on a small and a large store: RetCCL, and a trivial
+   each `--workers` value, on a store of real-pixel tissue tiles of the tiling benchmark's mosaic slide.
+   A one-batch warm-up store runs first in every end-to-end run, so both sides are measured warm. Rounds
+   interleave all settings and medians are reported, with CPU time per tile as a load-resistant second
+   measure (the machines these run on are shared).
+2. Peak RSS of `wsi extract` (a fresh process each) on small and large stores: RetCCL, and a trivial
    2048-d encoder (`bench-pool`) that makes large N affordable, where features kept in memory would show.
    Large stores cycle the slide's tissue tiles (repeated reads are cheaper; memory is what is measured).
 
-Writes benchmarks/results/extract.json and extract.md. Run: uv run python benchmarks/bench_extract.py
-(`--device cuda --workers 8 16 --batch-size 256` on a GPU machine).
+Writes benchmarks/results/<name>.json and .md. Run: uv run python benchmarks/bench_extract.py; on a GPU
+machine: --device cuda --workers 8 15 --batch-size 256 --tiles 512 --rss-tiles --rss-pool-tiles --name extract-cuda
 """
 
 import argparse

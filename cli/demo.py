@@ -16,7 +16,7 @@ def demo(
 ) -> None:
     """Run the whole pipeline on a demo cohort cut from two real slides, and print where to look.
 
-    Cuts 24 small pyramidal TIFFs from two real slides (one class per source slide), then runs tile ->
+    Cuts small pyramidal TIFFs from two real slides (one class per source slide), then runs tile ->
     extract (random-init ResNet-50) -> train (vit_sf) -> eval, and prints the test AUROC with its 95% CI
     and the paths of the heatmaps and QC images. This shows the mechanics of the pipeline, not a
     diagnosis: the features come from random weights and each class is crops of one slide. Re-running

@@ -25,7 +25,7 @@ def extract(
     workers: str | None = typer.Option(
         None,
         "--workers",
-        help="Processes reading tiles, or auto (CPU cores - 1, at most 16) \\[default: auto].",
+        help="Processes reading tiles, or auto (1 on CPU; cores - 1, at most 16, on CUDA) \\[default: auto].",
     ),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda \\[default: auto]."),
     dtype: str | None = typer.Option(

@@ -67,8 +67,9 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """Whole-slide-image pipeline."""
 
@@ -88,3 +89,6 @@ def _register() -> None:
 
 
 _register()
+
+if __name__ == "__main__":  # `python -m cli.main`, where the `wsi` script is not installed
+    app(prog_name="wsi")

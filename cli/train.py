@@ -72,4 +72,5 @@ def train(
         }
         cfg = resolve_train_config(config, overrides, out, resume)
         summary = run_training(cfg, out, resume=resume, console=console)
-        typer.echo(summary.final_line())
+        if summary.reports:
+            typer.echo(summary.final_line())

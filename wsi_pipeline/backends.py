@@ -196,8 +196,12 @@ def run_tasks(
                 try:
                     outcome = ray.get(ref)
                 except ray.exceptions.RayError as exc:
+                    remote_traceback = getattr(exc, "traceback_str", None) or str(exc)
                     outcome = SlideOutcome(
-                        slide_id(jobs[key]), "failed", task_failure(ray, exc), fields={"traceback": str(exc)}
+                        slide_id(jobs[key]),
+                        "failed",
+                        task_failure(ray, exc),
+                        fields={"traceback": remote_traceback},
                     )
                 yield key, outcome
     finally:

@@ -5,11 +5,13 @@ keeps the two in step). Errors become one line that names the offending key, bec
 file is the most common mistake and a pydantic dump is not a message.
 """
 
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
 
 from wsi_pipeline.errors import ConfigError
 from wsi_pipeline.stores.atomic import write_text_atomic
@@ -63,7 +65,22 @@ def load_config(model: type[M], config_file: Path | None = None, overrides: dict
 
 
 def dump_config(config: BaseModel) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    """YAML that `load_config` reads back into an equal config (JSON mode would turn an infinite or NaN
+    value of a free-form field, e.g. in `model_overrides`, into null)."""
+    return yaml.safe_dump(_yaml_values(config.model_dump(mode="python")), sort_keys=False, allow_unicode=True)
+
+
+def _yaml_values(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _yaml_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_yaml_values(v) for v in value]
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    for kind in (bool, int, float, str):  # subclasses (enums) as their plain value
+        if isinstance(value, kind):
+            return kind(value.value if isinstance(value, Enum) else value)
+    return to_jsonable_python(value)  # paths and anything else, as JSON would write them
 
 
 def write_resolved_config(path: Path, config: BaseModel) -> None:

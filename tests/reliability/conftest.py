@@ -3,7 +3,10 @@ feature bags to train on, and a random-init RetCCL checkpoint. Each reference ru
 per stage) is also the "prior good output" that the bad-input tests check is left untouched.
 """
 
+import os
 import shutil
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,3 +158,31 @@ def train_args(root: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def train_reference(train_inputs: Path, inputs: Path) -> Reference:
     return reference_run(train_args(train_inputs), inputs / "reference" / "run", TRAIN_EXCLUSIONS)
+
+
+@pytest.fixture
+def small_filesystem() -> Iterator[Callable[[Path, int], Path]]:
+    """`mount(folder, size_kib)`: a tmpfs of that size at `folder` (root may mount here), unmounted after.
+
+    Skips where mounting is not allowed; the bad-input test of a full disk then relies on
+    tests/reliability/test_atomic.py, which injects the OSError into our own write path in-process.
+    """
+    mounted: list[Path] = []
+
+    def mount(folder: Path, size_kib: int) -> Path:
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("mounting a small file system needs root")
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -69,6 +69,25 @@ def run_wsi(args: Sequence[str], *, timeout: float = 600, prefix: Sequence[str] 
     return Result(args, done.returncode, done.stdout, done.stderr, time.perf_counter() - started)
 
 
+def run_wsi_here(args: Sequence[str]) -> Result:
+    """The same command in this process (the real `wsi` app through click's test runner): no interpreter
+    start and no torch import per command. An exception escaping the app, which a user would see as a
+    traceback, is turned into one, so the checks for "Traceback" still see it."""
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    args = [str(a) for a in args]
+    started = time.perf_counter()
+    done = CliRunner().invoke(app, args, prog_name="wsi")
+    stderr = done.stderr
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(done.exception))
+    return Result(args, done.exit_code, done.stdout, stderr, time.perf_counter() - started)
+
+
 @dataclass(frozen=True)
 class Killed:
     """One interrupted run: whether the kill came before the command ended, and what it had written."""

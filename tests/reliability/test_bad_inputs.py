@@ -1,6 +1,9 @@
 """The bad-input corpus: each case runs a real `wsi` command on one kind of bad input.
 
-Every case checks, on the command as a user runs it (a separate process):
+Cases run the real `wsi` app in this process (no interpreter start and torch import per case), except the
+ones about file permissions, which need a process of their own (run without root's override of file
+permissions); `WSI_CORPUS_SUBPROCESS=1` runs every case as a separate process, exactly as a user would.
+Every case checks:
 - a non-zero exit;
 - an `error:` line on stderr that names the file (or folder, or command) and the problem;
 - no traceback, no rich error panel;
@@ -12,10 +15,8 @@ A case is one function that sets the scene in `tmp` and returns what to run and 
 
 import errno
 import os
-import pickle
 import re
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import yaml
 from tests.bags import write_raw_bag
 from tests.reliability.conftest import CMU, CMU_PYRAMID, TCGA, Reference
 from tests.reliability.outputs import describe_difference, leftovers, tree_content
-from tests.reliability.process import Result, as_file_owner_only, run_wsi
+from tests.reliability.process import Result, as_file_owner_only, run_wsi, run_wsi_here
 
 pytestmark = pytest.mark.slow
 
@@ -192,7 +193,7 @@ def _(scene: Scene) -> Case:
 
 @case("non-writable output folder")
 def _(scene: Scene) -> Case:
-    slide = scene.slide(CMU_PYRAMID)
+    slide = scene.slide(CMU_PYRAMID, "new-slide.svs")
     args, tiles = _tile(scene, slide)
     tiles.chmod(0o555)
     return Case(args, str(tiles), r"cannot write|permission denied", [tiles], prefix=as_file_owner_only())
@@ -200,12 +201,10 @@ def _(scene: Scene) -> Case:
 
 @case("full disk while writing")
 def _(scene: Scene) -> Case:
-    """A tmpfs just big enough for the prior output: the next store cannot be written."""
-    disk = scene.tmp / "disk"
-    disk.mkdir()
+    """A tmpfs just big enough for the prior output: the next slide's outputs cannot be written."""
     reference: Reference = scene.fixture("tile_reference")
     prior_kib = sum(p.stat().st_size for p in reference.out.rglob("*") if p.is_file()) // 1024
-    mount_small_filesystem(disk, prior_kib + 256)
+    disk = scene.fixture("small_filesystem")(scene.tmp / "disk", prior_kib + 256)
     tiles = disk / "tiles"
     shutil.copytree(reference.out, tiles)
     slide = scene.slide(CMU_PYRAMID, "new-slide.svs")
@@ -357,7 +356,7 @@ def _(scene: Scene) -> Case:
 
     slide = write_slide(scene.tmp / "white" / "blank.tiff", blank, mpp=0.5)
     tiles = scene.tmp / "white-tiles"
-    tiled = run_wsi(["tile", str(slide), "--out", str(tiles)])
+    tiled = _run(["tile", str(slide), "--out", str(tiles)])
     assert tiled.returncode == 0 and "Traceback" not in tiled.stderr, str(tiled)
     warnings = [line for line in tiled.stderr.splitlines() if line.startswith("WARNING:")]
     assert any("blank.tiff" in line and "0 tiles kept" in line for line in warnings), str(tiled)
@@ -488,6 +487,12 @@ def _(scene: Scene) -> Case:
 # ------------------------------------------------------------------------------------------- helpers
 
 
+def _run(args: list[str], prefix: list[str] | None = None) -> Result:
+    if prefix or os.environ.get("WSI_CORPUS_SUBPROCESS") == "1":
+        return run_wsi(args, prefix=prefix or ())
+    return run_wsi_here(args)
+
+
 def _named(case_: Case, names: str, problem: str) -> Case:
     case_.names, case_.problem = names, problem
     return case_
@@ -508,31 +513,14 @@ class _Payload:
 
 
 def _pickle_payload(marker: Path) -> bytes:
-    return pickle.dumps({"state_dict": _Payload(marker)})
+    """A checkpoint made with `torch.save` whose unpickling runs code."""
+    import io
 
+    import torch
 
-def mount_small_filesystem(folder: Path, size_kib: int) -> None:
-    """A tmpfs of `size_kib` at `folder` (root in this sandbox may mount); unmounted at exit."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small file system needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    _MOUNTS.append(folder)
-
-
-_MOUNTS: list[Path] = []
-
-
-@pytest.fixture(autouse=True)
-def _unmount() -> Any:
-    yield
-    while _MOUNTS:
-        subprocess.run(["umount", "-l", str(_MOUNTS.pop())], check=False)
+    buffer = io.BytesIO()
+    torch.save({"state_dict": _Payload(marker)}, buffer)
+    return buffer.getvalue()
 
 
 def _restore_permissions(root: Path) -> None:
@@ -557,7 +545,7 @@ def test_bad_input_gives_one_line_error_and_keeps_prior_outputs(
     spec = CASES[name](scene)
     before = {folder: tree_content(folder) for folder in spec.watched}
     try:
-        result = run_wsi(spec.args, prefix=spec.prefix)
+        result = _run(spec.args, spec.prefix)
     finally:
         _restore_permissions(tmp_path)
 

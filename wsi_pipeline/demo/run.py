@@ -19,7 +19,7 @@ written by an interrupted run and by its resumption come from the same network.
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,7 +40,8 @@ CONFIG_FILE = "demo_config.yaml"
 RUN_NAME = "demo"
 MECHANICS_NOTE = (
     "This shows the mechanics of the pipeline, not a diagnosis: the features come from a RANDOM-INIT "
-    "ResNet-50 (no pretrained weights), and the two classes are crops of two slides, one slide per class."
+    "ResNet-50 (no pretrained weights), and the two classes are crops of two slides, one slide per class, "
+    "so a high AUROC only says that the two source slides look different."
 )
 README_TEXT = f"""{README_TITLE}
 
@@ -67,7 +68,7 @@ class DemoResult:
     evaluation: EvalResult
     heatmaps: list[Path]
     qc_images: list[Path]
-    step_seconds: dict[str, float] = field(default_factory=dict)
+    step_seconds: dict[str, float]
 
     def report_lines(self) -> list[str]:
         """The figures and paths a user looks at, one per line; every path named exists."""
@@ -80,7 +81,8 @@ class DemoResult:
         return [
             f"demo test AUROC {shown}{interval} on {metrics['n_slides']} test slides ({per_class})",
             f"NOTE: {MECHANICS_NOTE}",
-            "heatmaps (tile scores over each test slide; a .geojson for QuPath beside each):",
+            "heatmaps of the test slides (tile scores over the slide, with a .geojson for QuPath beside "
+            "each) and their top-scoring tiles (.topk.png):",
             *(f"  {path}" for path in self.heatmaps),
             "QC images of the same slides (tissue mask, kept and rejected tiles):",
             *(f"  {path}" for path in self.qc_images),
@@ -101,8 +103,19 @@ def run_demo(
     console: Console | None = None,
 ) -> DemoResult:
     """Build the demo cohort and run every stage on it into `out_dir`; raises `WsiError` when a step fails."""
+    import torch
+
     cfg = cfg or DemoConfig()
     console = console or Console(stderr=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.torch_threads)
+    try:
+        return _run_steps(out_dir, cfg, overwrite, debug, console)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_steps(out_dir: Path, cfg: DemoConfig, overwrite: bool, debug: bool, console: Console) -> DemoResult:
     _claim_folder(out_dir)
     write_resolved_config(out_dir / CONFIG_FILE, cfg)
     seconds: dict[str, float] = {}
@@ -129,8 +142,11 @@ def run_demo(
         lambda: _extract(cfg, tiles, features, overwrite, debug, console),
     )
     run_dir = out_dir / "runs" / RUN_NAME
-    step("train", f"4/5 wsi train ({cfg.model}, {cfg.epochs} epochs)",
-         lambda: _train(cfg, features, cohort.labels_csv, run_dir, overwrite, console))  # fmt: skip
+    step(
+        "train",
+        f"4/5 wsi train ({cfg.model}, {cfg.epochs} epochs)",
+        lambda: _train(cfg, features, cohort.labels_csv, run_dir, overwrite, console),
+    )
     evaluation = step("eval", "5/5 wsi eval", lambda: _evaluate(run_dir, tiles, cohort.slides_dir, console))
 
     heatmaps, qc_images = [], []
@@ -198,7 +214,8 @@ def _extract(
     )
     # The same random network on every run, so a resumed extraction never mixes two encoders' bags.
     torch.manual_seed(cfg.seed)
-    settings = ExtractConfig(random_init=True, overwrite=overwrite)
+    # Tiles read in this process: a reader process per slide costs more than a few tiles take to read.
+    settings = ExtractConfig(random_init=True, workers=0, overwrite=overwrite)
     outcomes = extract_stores(tiles, features, settings, console, debug=debug)
     print_summary(console, "wsi extract", outcomes, SUMMARY_COLUMNS)
     _check("wsi extract", outcomes)

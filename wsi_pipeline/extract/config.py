@@ -18,7 +18,7 @@ class ExtractConfig(BaseModel):
     batch_size: int = Field(64, ge=1)
     workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto",
-        description="DataLoader processes reading tiles (0 = in process); auto = CPU cores - 1, at most 16.",
+        description="DataLoader processes reading tiles (0 = in process); auto = 1 on CPU, cores - 1 (max 16) on CUDA.",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float16", "float32"] = Field("float16", description="Stored feature dtype.")
@@ -47,9 +47,12 @@ class ExtractConfig(BaseModel):
 MAX_AUTO_WORKERS = 16
 
 
-def resolve_workers(workers: int | Literal["auto"]) -> int:
-    """`auto`: one process per core but one (the main process feeds the device), at most 16; idle workers
-    cost nothing once their prefetch queue is full, so this also suits CPU-only runs."""
+def resolve_workers(workers: int | Literal["auto"], device_type: str) -> int:
+    """`auto`: on CUDA one reader per core but one (the main process feeds the GPU), at most 16; on CPU one
+    reader, because the encoder is the bottleneck there (DESIGN §6) and every reader is a fork of a process
+    holding the model, started per slide."""
     if workers != "auto":
         return int(workers)
+    if device_type != "cuda":
+        return 1
     return max(1, min(MAX_AUTO_WORKERS, (os.cpu_count() or 2) - 1))

@@ -85,12 +85,11 @@ def extract_stores(
     encoder = None if backend.is_ray else prepare_encoder(extractor, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(out_dir)
-    write_resolved_config(out_dir / CONFIG_NAME, config)
     where = (
         "on Ray"
         if encoder is None
         else f"{encoder.runtime.device.type} {encoder.runtime.precision_name}, "
-        f"workers {resolve_workers(config.workers)}"
+        f"workers {resolve_workers(config.workers, encoder.runtime.device.type)}"
     )
     console.print(
         f"wsi extract: {len(stores)} tile stores -> {out_dir}; {extractor.name} "
@@ -98,12 +97,14 @@ def extract_stores(
         f"{config.dtype} features"
     )
     recipe = {"extractor": extractor.name, "weights_sha256": extractor.weights_sha256, "dtype": config.dtype}
+    # Ray tasks choose their own readers (`_extract_on_ray`), knowing the node they land on.
+    loader_workers = resolve_workers(config.workers, encoder.runtime.device.type) if encoder else 1
     outcomes: dict[int, SlideOutcome] = {}
     tasks: dict[int, SlideTask] = {}
     with _progress(console) as progress:
         slides_task = progress.add_task("slides", total=len(stores), unit="")
         for index, store in enumerate(stores):
-            planned = _plan(store, out_dir, config, locator, recipe, debug)
+            planned = _plan(store, out_dir, config, locator, recipe, loader_workers, debug)
             if isinstance(planned, SlideOutcome):
                 outcomes[index] = planned
                 _report_failure(console, store, planned)
@@ -135,7 +136,12 @@ def extract_stores(
                 _extract_on_ray(
                     ray, tasks, extractor, config, backend, console, progress, tiles_task, finished
                 )
-    return [outcomes[index] for index in range(len(stores))]
+    ordered = [outcomes[index] for index in range(len(stores))]
+    # Only a run that leaves bags made with these settings describes the folder; a run whose every slide
+    # failed must not overwrite the record of how the existing bags were made.
+    if any(o.status != "failed" for o in ordered):
+        write_resolved_config(out_dir / CONFIG_NAME, config)
+    return ordered
 
 
 def _report_failure(console: Console, store_path: Path, outcome: SlideOutcome) -> None:
@@ -154,6 +160,7 @@ def _plan(
     config: ExtractConfig,
     locator: SlideLocator,
     recipe: dict[str, str],
+    loader_workers: int,
     debug: bool,
 ) -> SlideTask | SlideOutcome:
     """What to do with one store: a task, or already its outcome (skipped, or failed before starting)."""
@@ -181,7 +188,7 @@ def _plan(
             config=config,
             slide_path=slide_path,
             n_tiles=n_tiles,
-            loader_workers=resolve_workers(config.workers),
+            loader_workers=loader_workers,
             note=note,
         )
     except (WsiError, OSError) as exc:

@@ -121,7 +121,7 @@ def build_vit_sima(in_dim: int, n_classes: int, config: SimAViTConfig) -> ViTWSI
     def attention(last: bool) -> MultiHeadAttention:
         return SimAAttention(config.dim, config.heads, config.dim_head, config.dropout, config.eps)
 
-    return ViTWSI(in_dim, n_classes, config, attention, "attention")
+    return ViTWSI(in_dim, n_classes, config, attention, "relevance")
 
 
 @register_model("vit_sf_ca", SequenceNormViTConfig)

@@ -57,7 +57,10 @@ def _unique_files(paths: list[Path]) -> list[Path]:
 def _check_unique_ids(paths: list[Path]) -> None:
     owners: dict[str, Path] = {}
     for path in paths:
-        slide_id = slide_id_for(path)
+        try:
+            slide_id = slide_id_for(path)
+        except WsiError:
+            continue  # a name that cannot name outputs: the stage reports that slide, the others go on
         if slide_id in owners:
             raise WsiError(
                 f"{owners[slide_id]} and {path} have the same slide id '{slide_id}', so their outputs would "

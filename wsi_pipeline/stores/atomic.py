@@ -12,6 +12,7 @@ it back if a kill came before the new one took its place.
 A full disk, a read-only or non-writable folder become a one-line `WsiError` naming the output.
 """
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -43,10 +44,13 @@ def _aside_sibling(final: Path) -> Path:
 
 
 def _remove(path: Path) -> None:
+    """Best effort: a temporary that cannot be removed (a read-only file system) must not hide the error
+    that made it a leftover; the next run removes it."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def _fsync_dir(folder: Path) -> None:

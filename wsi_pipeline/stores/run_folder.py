@@ -11,13 +11,15 @@ without the training code.
 
 import csv
 import io
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from wsi_pipeline.config import read_yaml_mapping
 from wsi_pipeline.errors import WsiError
-from wsi_pipeline.stores.atomic import atomic_path, write_text_atomic
+from wsi_pipeline.stores.atomic import write_bytes_atomic, write_text_atomic
 
 CONFIG_FILE = "config.yaml"
 SPLITS_FILE = "splits.csv"
@@ -102,7 +104,6 @@ class Checkpoint:
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
-    import torch
 
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -114,8 +115,17 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         "epoch": int(checkpoint.epoch),
         "val_auroc": float(checkpoint.val_auroc),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_bytes_atomic(path, torch_bytes(payload))
+
+
+def torch_bytes(payload: Any) -> bytes:
+    """`torch.save` into memory: written to a file, a full disk would surface as a bare RuntimeError of
+    torch's zip writer instead of the OSError that `write_bytes_atomic` turns into a one-line message."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
@@ -126,8 +136,18 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise WsiError(f"{path}: no such checkpoint; did training finish?")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f" (it references {found.group(1)})" if found else ""
+        raise WsiError(
+            f"{path}: refused: loading it would execute pickled code{what}; a wsi checkpoint holds only "
+            "tensors and plain values"
+        ) from exc
     except Exception as exc:
-        raise WsiError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from exc
+        reason = " ".join(str(exc).split())[:200]
+        raise WsiError(
+            f"{path}: not a loadable checkpoint (truncated or corrupt: {type(exc).__name__}: {reason})"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise WsiError(f"{path}: not a wsi checkpoint (expected format {CHECKPOINT_FORMAT})")
     return Checkpoint(

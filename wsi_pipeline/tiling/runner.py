@@ -120,7 +120,12 @@ def tile_slides(
     jobs: dict[int, SlideJob] = {}
     notes: dict[int, str] = {}
     for index, slide in enumerate(slides):
-        decision, note, meta = resume_decision(Path(slide), out_dir, cfg, overwrite)
+        try:
+            decision, note, meta = resume_decision(Path(slide), out_dir, cfg, overwrite)
+        except WsiError as exc:  # a file name that cannot name outputs: this slide fails, the batch goes on
+            outcomes[index] = SlideOutcome(Path(slide).name, "failed", " ".join(str(exc).split()))
+            _print_failure(console, Path(slide), outcomes[index].reason)
+            continue
         if decision == "todo":
             jobs[index] = SlideJob(Path(slide), out_dir, cfg)
             notes[index] = note
@@ -170,7 +175,11 @@ def tile_slides(
     print_summary(console, "wsi tile", ordered, SUMMARY_COLUMNS)
     tiles_read = sum(int(o.fields.get("tiles read", 0)) for o in ordered)
     if tiles_read:
-        where = "on Ray" if backend.is_ray else f"{workers} worker{'s' if workers > 1 else ''}"
+        where = (
+            "on Ray, its start included"
+            if backend.is_ray
+            else f"{workers} worker{'s' if workers > 1 else ''}"
+        )
         console.print(
             f"{tiles_read} tiles read and filtered in {elapsed:.1f} s "
             f"({tiles_read / elapsed:.0f} tiles/s, {where})"

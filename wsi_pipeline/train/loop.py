@@ -25,8 +25,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from wsi_pipeline.errors import WsiError
-from wsi_pipeline.stores.atomic import atomic_path, write_text_atomic
-from wsi_pipeline.stores.run_folder import CHECKPOINT_FILE, HISTORY_FILE, Checkpoint, save_checkpoint
+from wsi_pipeline.stores.atomic import write_bytes_atomic, write_text_atomic
+from wsi_pipeline.stores.run_folder import (
+    CHECKPOINT_FILE,
+    HISTORY_FILE,
+    Checkpoint,
+    save_checkpoint,
+    torch_bytes,
+)
 from wsi_pipeline.train.bags import BagCache
 from wsi_pipeline.train.config import TrainConfig
 from wsi_pipeline.train.process import ProcessRole
@@ -184,6 +190,9 @@ class FoldTrainer:
         self.cfg, self.model, self.model_config = cfg, model, model_config
         self.class_names, self.in_dim, self.cache, self.data = class_names, in_dim, cache, data
         self.device, self.role, self.console = device, role, console if role.writes else None
+        # What training steps go through (DistributedDataParallel under torchrun); `self.model` stays the
+        # plain module, so checkpoints and `last.pt` hold its state dict whatever the number of processes.
+        self.net = role.wrap(model, device)
         self.optimizer = make_optimizer(model, cfg)
         n_classes = len(class_names)
         weights = class_weights([data.targets[s] for s in data.train_ids], n_classes)
@@ -208,8 +217,7 @@ class FoldTrainer:
             "stopper": asdict(self.stopper),
             "rng": _rng_state(self.device),
         }
-        with atomic_path(self.data.out_dir / LAST_FILE) as tmp:
-            torch.save(payload, tmp)
+        write_bytes_atomic(self.data.out_dir / LAST_FILE, torch_bytes(payload))
 
     def restore(self) -> bool:
         """Continue from `last.pt` when there is one; False when starting fresh."""
@@ -246,7 +254,13 @@ class FoldTrainer:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
     def _train_epoch(self, epoch: int, progress: Progress | None) -> float:
-        self.model.train()
+        """Mean training loss of the epoch's bags, over all ranks."""
+        self.net.train()
+        if self.role.rank > 0:
+            # Other ranks draw their own dropout masks, from (seed, fold, epoch, rank) so that a resumed run
+            # draws the same ones; rank 0 continues the RNG state that `last.pt` saves.
+            seed = np.random.SeedSequence([self.cfg.seed, self.data.fold, epoch, self.role.rank])
+            torch.manual_seed(int(seed.generate_state(1)[0]))
         rng = np.random.default_rng([self.cfg.seed, epoch])
         order = [self.data.train_ids[i] for i in rng.permutation(len(self.data.train_ids))]
         mine = self.role.my_bags(order)
@@ -266,7 +280,7 @@ class FoldTrainer:
                 group["lr"] = lr
             target = torch.tensor([self.data.targets[slide_id]], device=self.device)
             with self._autocast():
-                logits = self.model(x.unsqueeze(0))
+                logits = self.net(x.unsqueeze(0))
             loss = self.train_loss(logits.float(), target)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -281,13 +295,14 @@ class FoldTrainer:
                 progress.update(task, advance=1, rate=f"{tiles / elapsed:,.0f} tiles/s")
         if progress is not None and task is not None:
             progress.remove_task(task)
-        return total / max(1, len(mine))
+        sums = self.role.gather((total, len(mine)))
+        return sum(t for t, _ in sums) / max(1, sum(n for _, n in sums))
 
     @torch.no_grad()
     def predict(self, slide_ids: list[str]) -> np.ndarray:
         """(n, n_classes) softmax probabilities, whole bags."""
         self.model.eval()
-        probs = []
+        probs = [torch.empty(0, len(self.class_names))]  # a rank's share of a small val set may be empty
         for slide_id in slide_ids:
             with self._autocast():
                 logits = self.model(self.cache.get(slide_id).unsqueeze(0))
@@ -295,7 +310,12 @@ class FoldTrainer:
         return torch.cat(probs).numpy()
 
     def _validate(self) -> tuple[float, float]:
-        probs = self.predict(self.data.val_ids)
+        """Each rank scores its share; all see every prediction, so all take the same stopping decision."""
+        mine = self.role.my_share(self.data.val_ids)
+        scored: dict[str, np.ndarray] = {}
+        for share in self.role.gather(dict(zip(mine, self.predict(mine), strict=True))):
+            scored.update(share)
+        probs = np.stack([scored[s] for s in self.data.val_ids])
         targets = np.array([self.data.targets[s] for s in self.data.val_ids])
         loss = float(
             self.val_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)), torch.from_numpy(targets))

@@ -30,7 +30,7 @@ from wsi_pipeline.stores.run_folder import (
 from wsi_pipeline.train.bags import BagCache, match_bags
 from wsi_pipeline.train.config import TrainConfig
 from wsi_pipeline.train.loop import LAST_FILE, FoldData, FoldResult, FoldTrainer, read_fold_result
-from wsi_pipeline.train.process import ProcessRole
+from wsi_pipeline.train.process import ProcessRole, launched_by_torchrun, torchrun_process
 from wsi_pipeline.train.splits import make_splits
 
 SUMMARY_FILE = "summary.json"
@@ -44,6 +44,7 @@ FoldHook = Callable[[int, int, dict[str, float]], None]
 class RunSummary:
     run_dir: Path
     folds: list[FoldResult]
+    reports: bool = True  # False on torchrun ranks other than 0: rank 0 alone prints the final line
 
     @property
     def mean_val_auroc(self) -> float:
@@ -108,9 +109,27 @@ def run_training(
     role: ProcessRole | None = None,
     on_epoch_end: FoldHook | None = None,
 ) -> RunSummary:
-    role = role or ProcessRole()
+    """Train every fold of a run. Started by torchrun (and given no `role`), this process joins the others:
+    DistributedDataParallel across all of them, rank 0 writing."""
+    device = resolve_device(cfg.device)  # a runtime setting: the same before and after `_resumed_config`
+    if role is not None or not launched_by_torchrun():
+        return _run_training(cfg, run_dir, resume, console, role or ProcessRole(), device, on_epoch_end)
+    with torchrun_process(device) as (role, device):
+        return _run_training(cfg, run_dir, resume, console, role, device, on_epoch_end)
+
+
+def _run_training(
+    cfg: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    console: Console | None,
+    role: ProcessRole,
+    device: torch.device,
+    on_epoch_end: FoldHook | None,
+) -> RunSummary:
     say = console.print if console is not None and role.writes else (lambda *_: None)
     has_run = (run_dir / CONFIG_FILE).is_file()
+    role.barrier()  # every rank has looked before rank 0 writes the config
     if resume and not has_run:
         # Killed before its config was written, a run has nothing to resume: it starts, so the same
         # `--resume` command is right to re-run after a kill at any moment (a requeued job, a retry loop).
@@ -141,7 +160,6 @@ def run_training(
     else:
         splits = make_splits(cohort.table, cfg.folds, cfg.split_fractions, cfg.seed)
 
-    device = resolve_device(cfg.device)
     needed = sorted({r.slide_id for r in splits if r.split in ("train", "val")})
     cache = BagCache({s: cohort.paths[s] for s in needed}, cfg.cache, device)
     cache.load(console if role.writes else None)
@@ -172,7 +190,8 @@ def run_training(
             say(f"fold {fold}: finished earlier (best val AUROC {done.best_val_auroc:.4f}), skipped")
             results.append(done)
             continue
-        clean_stale_temporaries(out)
+        if role.writes:
+            clean_stale_temporaries(out)
         data = _fold_data(splits, fold, out, targets)
         torch.manual_seed(cfg.seed + fold)
         model = build_model(
@@ -195,7 +214,7 @@ def run_training(
         hook = (lambda epoch, row, f=fold: on_epoch_end(f, epoch, row)) if on_epoch_end else None
         results.append(trainer.fit(hook))
 
-    summary = RunSummary(run_dir=run_dir, folds=results)
+    summary = RunSummary(run_dir=run_dir, folds=results, reports=role.writes)
     if role.writes:
         body = {
             "folds": [asdict(r) for r in results],
