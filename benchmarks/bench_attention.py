@@ -203,13 +203,31 @@ def ratio(
     return None
 
 
+def step_time(row: dict[str, Any]) -> float | None:
+    """Median step time, or the single warm-up step of a configuration stopped for time."""
+    if row.get("status") == "ok":
+        return row["time_s"]
+    if row.get("status") == "timeout" and "warmup_s" in row:
+        return row["warmup_s"]
+    return None
+
+
 def loglog_extrapolation(rows: dict[tuple[str, int], dict[str, Any]], model: str, n: int) -> float | None:
-    """Time at N from the slope of the two largest measured sizes (labelled as an estimate wherever shown)."""
-    ok = sorted(size for (m, size), r in rows.items() if m == model and r.get("status") == "ok")
-    if len(ok) < 2:
+    """Time at N along the log-log line through the largest timed size and the largest ok size <= half of it.
+
+    Labelled as an estimate wherever it is shown; the warm-up step of a configuration stopped for time counts
+    as a (single) measurement.
+    """
+    timed = sorted(
+        (size, t) for (m, size), r in rows.items() if m == model and (t := step_time(r)) is not None
+    )
+    if not timed:
         return None
-    n1, n2 = ok[-2], ok[-1]
-    t1, t2 = rows[(model, n1)]["time_s"], rows[(model, n2)]["time_s"]
+    n2, t2 = timed[-1]
+    smaller = [(size, t) for size, t in timed if size <= n2 / 2]
+    if not smaller:
+        return None
+    n1, t1 = smaller[-1]
     slope = math.log(t2 / t1) / math.log(n2 / n1)
     return t2 * (n / n2) ** slope
 
@@ -226,6 +244,7 @@ def summary(rows: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
     elif sf.get("status") == "ok":
         estimate = loglog_extrapolation(rows, "vit", 100_000)
         if estimate is not None:
+            out["vit_time_100k_extrapolated_s"] = estimate
             out["vit_over_vit_sf_time_100k_extrapolated"] = estimate / sf["time_s"]
     return out
 
@@ -255,9 +274,13 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for n in report["settings"]["sizes"]:
         lines.append(f"| {n:,} | " + " | ".join(cell(rows.get((m, n))) for m in models) + " |")
-    s = report["summary"]
     lines.append("")
-    for key, value in s.items():
+    lines.append(
+        "`timeout (1 step X s)`: the warm-up step alone showed the configuration could not finish its"
+    )
+    lines.append("repeats within the time limit; larger N are then skipped (blank).")
+    lines.append("")
+    for key, value in report["summary"].items():
         if value is not None:
             lines.append(f"- `{key}`: {value:.2f}")
     return "\n".join(lines) + "\n"
@@ -298,7 +321,11 @@ def sweep(args: argparse.Namespace) -> None:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "load_average_start": os.getloadavg(),
         "machine": machine(),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "model", "n", "deadline")},
+        "settings": {
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("worker", "model", "n", "deadline", "report_only")
+        },
         "rows": [],
     }
     for model in args.models:
@@ -315,11 +342,15 @@ def sweep(args: argparse.Namespace) -> None:
             if row["status"] != "ok":
                 stopped = f"{row['status']} at N={n:,}"
     report["load_average_end"] = os.getloadavg()
-    rows = {(r["model"], r["n"]): r for r in report["rows"]}
-    report["summary"] = summary(rows)
-    (RESULTS / f"attention_{tag}.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / f"attention_{tag}.md").write_text(markdown(report))
-    plot(report, RESULTS / f"attention_{tag}.png")
+    write_report(report, RESULTS / f"attention_{tag}.json")
+
+
+def write_report(report: dict[str, Any], json_path: Path) -> None:
+    """JSON, Markdown table and log-log plot side by side; the summary is recomputed from the rows."""
+    report["summary"] = summary({(r["model"], r["n"]): r for r in report["rows"]})
+    json_path.write_text(json.dumps(report, indent=2))
+    json_path.with_suffix(".md").write_text(markdown(report))
+    plot(report, json_path.with_suffix(".png"))
     print(markdown(report))
 
 
@@ -341,6 +372,9 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
     parser.add_argument("--tag", default="", help="output name suffix (default from device/amp/compile)")
+    parser.add_argument(
+        "--report-only", type=Path, help="rewrite the .md and .png of an existing JSON result"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -348,6 +382,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         run_worker(args)
+    elif args.report_only:
+        write_report(json.loads(args.report_only.read_text()), args.report_only)
     else:
         sweep(args)
 

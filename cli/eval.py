@@ -15,6 +15,14 @@ class Split(StrEnum):
     all = "all"
 
 
+class ScoreMethodChoice(StrEnum):
+    """`wsi_pipeline.models.SCORE_METHODS`, spelled out so `--help` needs no torch import (a test checks)."""
+
+    attention = "attention"
+    relevance = "relevance"
+    layer_relevance = "layer_relevance"
+
+
 def eval_(
     run: Path = typer.Option(..., "--run", help="Run folder made by `wsi train`."),
     features: Path = typer.Option(None, "--features", help="Folder of feature bags (default: the run's)."),
@@ -34,6 +42,11 @@ def eval_(
     top_k: int = typer.Option(
         None, "--top-k", min=0, help="Tiles in each top-scoring strip (default 8; 0 = none)."
     ),
+    score_method: ScoreMethodChoice = typer.Option(
+        None,
+        "--score-method",
+        help="Tile scores for the heatmaps (default: the model's own, see wsi_pipeline/models/README.md).",
+    ),
     config: Path = typer.Option(None, "--config", help="YAML config; default configs/eval.yaml."),
     debug: bool = DebugOption,
 ) -> None:
@@ -52,6 +65,7 @@ def eval_(
             "tiles": tiles,
             "slides_root": slides_root,
             "top_k": top_k,
+            "score_method": score_method.value if score_method is not None else None,
         }
         cfg = load_config(EvalConfig, config or default_config_file(), overrides)
         result = run_evaluation(cfg, run, console=console)

@@ -67,6 +67,30 @@ def test_eval_writes_every_listed_output(trained_run: Path, tmp_path: Path) -> N
     assert (out / "config.yaml").is_file()
 
 
+@pytest.mark.parametrize("method", ["attention", "layer_relevance"])
+def test_score_method_option_picks_the_heatmap_scores(trained_run: Path, tmp_path: Path, method: str) -> None:
+    """--score-method overrides the model's default; the GeoJSON carries that method's exact scores."""
+    import torch
+
+    from wsi_pipeline.evaluate.run import load_fold_models
+
+    run = _copy(trained_run, tmp_path)
+    result = CliRunner().invoke(app, ["--run", str(run), "--top-k", "0", "--score-method", method])
+    assert result.exit_code == 0, result.output
+    model = load_fold_models(read_run_info(run), torch.device("cpu"))[0].model
+    slide_id = next(r.slide_id for r in read_splits(run / "splits.csv") if r.split == "test")
+    bag = load_bag(read_run_info(run).features / f"{slide_id}.h5")
+    expected = model.tile_scores(torch.from_numpy(bag.features)[None], method=method)[0].numpy()
+    collection = json.loads((run / "eval" / "heatmaps" / f"{slide_id}.geojson").read_text())
+    measured = [f["properties"]["measurements"][f"{method} score"] for f in collection["features"]]
+    assert measured == pytest.approx(expected.tolist(), rel=1e-4, abs=1e-6)
+
+
+def test_an_unknown_score_method_is_a_usage_error(trained_run: Path) -> None:
+    result = CliRunner().invoke(app, ["--run", str(trained_run), "--score-method", "gradcam"])
+    assert result.exit_code == 2 and "gradcam" in result.output
+
+
 def test_kfold_eval_pools_out_of_fold_predictions_and_reports_each_fold(
     kfold_run: Path, tmp_path: Path
 ) -> None:

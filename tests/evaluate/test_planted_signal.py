@@ -20,22 +20,23 @@ from wsi_pipeline.train import TrainConfig, run_training
 pytestmark = pytest.mark.slow
 
 N_TRAIN, N_VAL, N_TEST = 24, 8, 8
-# Heatmaps use each model's `default_score_method`. On these bags abmil's locates the planted tiles, but
-# vit_sf's (relevance) and vit_sf_ca's (attention) do not (top-k precision near or below chance); reported
-# to the models issue. Their heatmap check is an expected failure until the defaults change.
-WEAK_DEFAULT_SCORES = {"vit_sf", "vit_sf_ca"}
 
 
 @pytest.mark.parametrize(
-    ("model", "planted", "lr", "epochs"),
+    ("model", "planted", "lr", "epochs", "located"),
     [
-        ("vit_sf", 0.30, 1e-4, 3),
-        ("vit_sf_ca", 0.03, 1e-4, 3),
-        ("abmil", 0.03, 1e-3, 4),
+        # vit_sf's heatmaps are not checked: it classifies these bags from channel covariances of the
+        # sequence-normalized tokens, a bag-level statistic that no single tile carries, and none of its
+        # three score methods ranks planted tiles reliably (which end of the signed scale they land on
+        # depends on the run; wsi_pipeline/models/README.md has the figures). vit_sf_ca finds them with
+        # its default layer_relevance, abmil with its attention.
+        ("vit_sf", 0.30, 1e-4, 3, False),
+        ("vit_sf_ca", 0.03, 1e-4, 3, True),
+        ("abmil", 0.03, 1e-3, 4, True),
     ],
 )
 def test_planted_signal_is_learned_and_located(
-    tmp_path: Path, model: str, planted: float, lr: float, epochs: int
+    tmp_path: Path, model: str, planted: float, lr: float, epochs: int, located: bool
 ) -> None:
     slides = make_cohort(
         tmp_path / "features",
@@ -66,6 +67,8 @@ def test_planted_signal_is_learned_and_located(
     metrics = result.metrics
     assert metrics["n_slides"] == N_TEST and metrics["auroc"] > 0.95, metrics
     assert metrics["auroc_ci"]["low"] <= metrics["auroc"] <= metrics["auroc_ci"]["high"]
+    if not located:
+        return
 
     # Heatmaps: the highest-scoring tiles of each positive test slide are its planted tiles.
     precisions, chance = [], []
@@ -79,9 +82,4 @@ def test_planted_signal_is_learned_and_located(
         precisions.append(s.planted[top].mean())
         chance.append(k / s.n_tiles)
     # At least halfway from chance (the planted fraction) to perfect.
-    located = np.mean(precisions) > np.mean(chance) + 0.5 * (1 - np.mean(chance))
-    if not located and model in WEAK_DEFAULT_SCORES:
-        pytest.xfail(
-            f"{model}'s default tile scores do not locate planted tiles: {precisions} vs chance {chance}"
-        )
-    assert located, (precisions, chance)
+    assert np.mean(precisions) > np.mean(chance) + 0.5 * (1 - np.mean(chance)), (precisions, chance)

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from tests.extract.helpers import torchvision_resnet50_state
 from wsi_pipeline.errors import WsiError
-from wsi_pipeline.extract.registry import RANDOM_INIT, build_extractor, register_extractor
+from wsi_pipeline.extract.registry import RANDOM_INIT, build_extractor, register_extractor, state_sha256
 from wsi_pipeline.extract.weights import sha256_file
 
 
@@ -86,7 +86,27 @@ def test_weights_required_unless_random_init(tmp_path: Path, retccl_weights: Pat
         build_extractor("retccl", None, random_init=False)
     with pytest.raises(WsiError, match="exclude each other"):
         build_extractor("retccl", retccl_weights, random_init=True)
-    assert build_extractor("retccl", None, random_init=True).weights_sha256 == RANDOM_INIT
+
+
+def test_random_init_is_seeded_and_fingerprinted_by_its_weights() -> None:
+    """Two --random-init runs encode with the same network (a resumed run cannot mix two), the bags name
+    that network by its digest, and the caller's random stream is left alone."""
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first = build_extractor("retccl", None, random_init=True)
+    assert torch.equal(torch.rand(3), expected_next)
+    second = build_extractor("retccl", None, random_init=True)
+    assert first.weights_sha256 == second.weights_sha256
+    assert first.weights_sha256.startswith(f"{RANDOM_INIT}:") and len(first.weights_sha256) == 12 + 64
+    for a, b in zip(
+        first.spec.model.state_dict().values(), second.spec.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    # The digest follows the weights: one changed value is another fingerprint.
+    with torch.no_grad():
+        next(second.spec.model.parameters()).view(-1)[0] += 1
+    assert state_sha256(second.spec.model) != state_sha256(first.spec.model)
 
 
 def test_timm_extractor_from_safetensors(tmp_path: Path) -> None:

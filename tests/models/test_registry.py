@@ -5,7 +5,14 @@ import torch
 import yaml
 
 from wsi_pipeline.errors import ConfigError
-from wsi_pipeline.models import MILModel, build_model, list_models, model_config, register_model
+from wsi_pipeline.models import (
+    SCORE_METHODS,
+    MILModel,
+    build_model,
+    list_models,
+    model_config,
+    register_model,
+)
 from wsi_pipeline.models.config import ViTConfig
 
 from .helpers import ALL_MODELS
@@ -32,7 +39,7 @@ def test_build_records_config_and_score_method(name: str) -> None:
     model = build_model(name, in_dim=8, n_classes=3, dropout=0.0)
     assert isinstance(model, MILModel)
     assert model.config == model_config(name, dropout=0.0)
-    assert model.default_score_method in ("attention", "relevance")
+    assert model.default_score_method in SCORE_METHODS
     assert model(torch.randn(1, 5, 8)).shape == (1, 3)
 
 

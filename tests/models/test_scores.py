@@ -7,7 +7,7 @@ from torch import nn
 from wsi_pipeline.models import SCORE_METHODS
 from wsi_pipeline.models.base import token_relevance
 
-from .helpers import ALL_MODELS, assert_close, bag, small_model
+from .helpers import ALL_MODELS, VITS, assert_close, bag, small_model
 
 
 def full_network_logits(model, x: torch.Tensor) -> torch.Tensor:
@@ -152,3 +152,79 @@ def test_shape_errors_name_the_contract(name: str) -> None:
         model(torch.randn(5, 24))
     with pytest.raises(ValueError, match="mask"):
         model(bag(5), torch.ones(1, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_exposing_every_readout_changes_no_logit(name: str) -> None:
+    """`layer_relevance` runs the network with each class-token row taken from its read-out: same logits."""
+    model = small_model(name, n_classes=3, dtype=torch.float64)
+    x = bag(19, dtype=torch.float64)
+    earlier, ro = model.layer_readouts(x)
+    expected_earlier = (
+        {"abmil": 0, "transmil": 1}[name] if name in ("abmil", "transmil") else model.config.depth - 1
+    )
+    assert len(earlier) == expected_earlier
+    for layer in earlier:
+        assert_close(layer.output, torch.einsum("bht,bhtd->bhd", layer.weights, layer.values), 1e-12, 1e-12)
+    assert_close(ro.head(ro.output()), model(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", VITS)
+def test_layer_relevance_equals_a_reference_from_the_plain_network(name: str) -> None:
+    """Per block: the class token's read-out split over tokens, times d logit / d (that block's class-token
+    attention output), taken by hooks on the plain full-network forward."""
+    model = small_model(name, n_classes=3, dtype=torch.float64, depth=3)
+    x = bag(21, dtype=torch.float64)
+    captured: list[torch.Tensor] = []
+
+    def keep_input(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        args[0].retain_grad()
+        captured.append(args[0])
+
+    hooks = [block.attn.proj.register_forward_pre_hook(keep_input) for block in model.blocks]
+    logits = full_network_logits(model, x)
+    for hook in hooks:
+        hook.remove()
+    target = int(logits.argmax())
+    logits[0, target].backward()
+
+    expected = torch.zeros(x.shape[1], dtype=torch.float64)
+    with torch.no_grad():
+        h, _ = model.tokens(x, None)
+        for block, proj_input in zip(model.blocks, captured, strict=True):
+            ro = block.attn.cls_readout(block.norm1(h), None)
+            grad = proj_input.grad[:, 0].view(1, block.attn.heads, block.attn.dim_head)
+            expected += torch.einsum("bht,bhtd,bhd->bt", ro.weights, ro.values, grad)[0, 1:]
+            h = block(h, None)
+    model.zero_grad(set_to_none=True)
+    assert_close(model.tile_scores(x, method="layer_relevance")[0].double(), expected, 1e-5, 1e-7)
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"), [("abmil", {}), ("vit_sf", {"depth": 1}), ("vit", {"depth": 1})]
+)
+def test_layer_relevance_of_a_single_readout_is_relevance(name: str, overrides: dict[str, int]) -> None:
+    model = small_model(name, n_classes=3, **overrides)
+    x = bag(13, batch=2)
+    for target in (None, 2):
+        assert_close(
+            model.tile_scores(x, method="layer_relevance", target=target),
+            model.tile_scores(x, method="relevance", target=target),
+        )
+    with pytest.raises(ValueError, match="target"):
+        model.tile_scores(x, method="layer_relevance", target=3)
+
+
+def test_layer_relevance_needs_autograd_and_says_so() -> None:
+    model = small_model("vit_sf_ca")
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"layer_relevance.*inference_mode"):
+        model.tile_scores(bag(4), method="layer_relevance")
+
+
+def test_layer_relevance_works_with_frozen_parameters() -> None:
+    """Scores come from the read-outs' gradients, not the parameters': freezing them changes nothing."""
+    model = small_model("vit_sf_ca")
+    x = bag(10)
+    before = model.tile_scores(x, method="layer_relevance")
+    model.requires_grad_(False)
+    assert torch.equal(model.tile_scores(x, method="layer_relevance"), before)

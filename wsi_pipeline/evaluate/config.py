@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wsi_pipeline.models.base import ScoreMethod
 from wsi_pipeline.resources import configs_dir
 
 EvalSplit = Literal["test", "val", "train", "all"]
@@ -29,6 +30,10 @@ class EvalConfig(BaseModel):
     tiles: Path | None = Field(None, description="folder of tile stores, for slide thumbnails under heatmaps")
     slides_root: Path | None = Field(None, description="folder of the slides, for the top-k tile strips")
     top_k: int = Field(8, ge=0, description="tiles in the top-scoring strip; 0 = no strip")
+    score_method: ScoreMethod | None = Field(
+        None,
+        description="tile scores for heatmaps: attention, relevance or layer_relevance; default: the model's",
+    )
     n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the AUROC interval; 0 = none")
     ci_level: float = Field(0.95, gt=0, lt=1)
     seed: int = Field(0, description="seed of the bootstrap")

@@ -88,11 +88,11 @@ def paint_scores(
 
 
 def score_range(scores: np.ndarray, method: str) -> tuple[float, float, str]:
-    """Colour limits and colour map: relevance is signed (diverging, centred on 0), attention is not."""
+    """Colour limits and colour map: relevances are signed (diverging, centred on 0), attention is not."""
     finite = scores[np.isfinite(scores)]
     if finite.size == 0:
         return 0.0, 1.0, "inferno"
-    if method == "relevance":
+    if method in ("relevance", "layer_relevance"):
         bound = float(np.quantile(np.abs(finite), 0.99)) or 1.0
         return -bound, bound, "RdBu_r"
     low, high = (float(v) for v in np.quantile(finite, [0.01, 0.99]))

@@ -227,7 +227,7 @@ class _SlideEvaluator:
         self, slide_id: str, bag: Any, x: torch.Tensor, fm: FoldModel, predicted: str, p: float
     ) -> str:
         """Write the PNG, GeoJSON and (when the slide is reachable) top-k strip; return a note or ''."""
-        method = fm.model.default_score_method
+        method = self.cfg.score_method or fm.model.default_score_method
         scores = fm.model.tile_scores(x, method=method)[0].cpu().numpy()
         coords = bag.coords
         tile_px = hm.tile_px_level0_of(bag.meta, coords, Path(bag.meta.get("path", slide_id)))

@@ -5,6 +5,7 @@ the model, its transform (RGB uint8 tile -> normalised tensor), its output dim a
 `timm:<architecture>` resolves to any timm model without registration.
 """
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from wsi_pipeline.extract.transforms import TileTransform
 from wsi_pipeline.extract.weights import sha256_file
 
 RANDOM_INIT = "random-init"
+RANDOM_INIT_SEED = 0  # every --random-init run gets the same weights, so resumed runs never mix two networks
 TIMM_PREFIX = "timm:"
 _PROBE_PX = 224  # input side for the output-dim check of models that take any size
 
@@ -76,11 +78,28 @@ def build_extractor(name: str, weights: Path | None, random_init: bool) -> Extra
         )
     if weights is not None and random_init:
         raise WsiError("--weights and --random-init exclude each other")
-    spec = factory(weights)
+    if weights is not None:
+        spec = factory(weights)
+        fingerprint = sha256_file(weights)
+    else:
+        with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's random stream
+            torch.manual_seed(RANDOM_INIT_SEED)
+            spec = factory(None)
+        # The digest of the weights themselves: another torch version that draws other random weights
+        # gives another fingerprint, and resume refuses to mix its bags with these.
+        fingerprint = f"{RANDOM_INIT}:{state_sha256(spec.model)}"
     _check_output_dim(name, spec)
-    return Extractor(
-        name=name, spec=spec, weights_sha256=sha256_file(weights) if weights is not None else RANDOM_INIT
-    )
+    return Extractor(name=name, spec=spec, weights_sha256=fingerprint)
+
+
+def state_sha256(model: nn.Module) -> str:
+    """SHA-256 over a model's state dict (names, dtypes, shapes and bytes, in order)."""
+    digest = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{key}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _factory(name: str) -> ExtractorFactory:

@@ -9,6 +9,7 @@ so tile scores never need an N x N matrix.
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 
@@ -48,6 +49,21 @@ class MultiHeadAttention(nn.Module, ABC):
 
     def cls_readout(self, x: Tensor, mask: Tensor | None = None) -> TokenWeights:
         return self.readout(*self.split_heads(x), mask)
+
+    def forward_exposing_readout(
+        self, x: Tensor, mask: Tensor | None = None
+    ) -> tuple[Tensor, TokenWeights, Tensor]:
+        """`forward`, with the class token's row computed from its read-out and returned as a graph node.
+
+        Returns (output as `forward`, the read-out, its per-head output (B, H, dh)). The row is the same
+        value `mix` gives; routing it through the read-out lets a gradient taken with respect to it split
+        exactly over the tokens (`layer_relevance`).
+        """
+        q, k, v = self.split_heads(x)
+        ro = self.readout(q, k, v, mask)
+        cls_out = torch.einsum("bhn,bhnd->bhd", ro.weights.to(ro.values.dtype), ro.values)
+        mixed = torch.cat([cls_out.unsqueeze(2), self.mix(q, k, v, mask)[:, :, 1:]], dim=2)
+        return self.project(mixed), ro, cls_out
 
     @abstractmethod
     def mix(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:

@@ -9,6 +9,12 @@ exposes that decomposition (`ClsReadout`); the two score methods are then comput
   ``r_j = sum_h w[h, j] * <g[h], v[h, j]>`` with ``g = d logit / d o``. The shares sum exactly to
   ``<g, o>``, cost O(N d), and need one backward pass through the head only, taken with
   `torch.autograd.grad` on ``o`` so no parameter's ``.grad`` is touched.
+- ``layer_relevance``: the same shares for the class token's read-out in *every* block, each projected on
+  the gradient of the logit with respect to that block's read-out output (one backward pass through the
+  whole network, O(N d)), summed over blocks. Why: in a deep model the last read-out may carry little of
+  the evidence. `vit_sf_ca` picks out sparse tiles with its first block's softmax read-out, after which the
+  class token already holds the signal and its last read-out looks anywhere (benchmarks/bench_signal.py).
+  Models with a single read-out (`abmil`) give the same scores as ``relevance``.
 """
 
 from abc import ABC, abstractmethod
@@ -21,8 +27,8 @@ from torch import Tensor, nn
 
 from wsi_pipeline.models.config import ModelConfig
 
-ScoreMethod = Literal["attention", "relevance"]
-SCORE_METHODS: tuple[str, ...] = ("attention", "relevance")
+ScoreMethod = Literal["attention", "relevance", "layer_relevance"]
+SCORE_METHODS: tuple[str, ...] = ("attention", "relevance", "layer_relevance")
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,15 @@ class ClsReadout:
 
     def output(self) -> Tensor:
         return torch.einsum("bht,bhtd->bhd", self.weights.to(self.values.dtype), self.values)
+
+
+@dataclass(frozen=True)
+class LayerReadout:
+    """A class-token read-out before the last: its per-token split and its output as a node of the graph."""
+
+    weights: Tensor  # (B, H, T)
+    values: Tensor  # (B, H, T, dh)
+    output: Tensor  # (B, H, dh) = sum_t weights * values, the tensor the rest of the network reads
 
 
 def upcast(x: Tensor) -> Tensor:
@@ -93,6 +108,12 @@ class MILModel(nn.Module, ABC):
     def readout(self, x: Tensor, mask: Tensor | None = None) -> ClsReadout:
         """Run the network up to its last read-out and return that read-out split per token."""
 
+    def layer_readouts(
+        self, x: Tensor, mask: Tensor | None = None
+    ) -> tuple[tuple[LayerReadout, ...], ClsReadout]:
+        """`readout`, plus every earlier class-token read-out on the graph path to it (none by default)."""
+        return (), self.readout(x, mask)
+
     def tile_scores(
         self,
         x: Tensor,
@@ -110,34 +131,61 @@ class MILModel(nn.Module, ABC):
         if method not in SCORE_METHODS:
             raise ValueError(f"method must be one of {SCORE_METHODS}, got {method!r}")
         check_inputs(x, mask)
-        with torch.no_grad():
-            ro = self.readout(x, mask)
-        if method == "attention":
-            per_token = upcast(ro.attention if ro.attention is not None else ro.weights).mean(dim=1)
+        if method == "layer_relevance":
+            ro, per_token = self._layer_relevance(x, mask, target)
         else:
-            per_token = token_relevance(ro, target)
+            with torch.no_grad():
+                ro = self.readout(x, mask)
+            if method == "attention":
+                per_token = upcast(ro.attention if ro.attention is not None else ro.weights).mean(dim=1)
+            else:
+                per_token = token_relevance(ro, target)
         scores = ro.tiles(per_token).float()
         if mask is not None:
             scores = scores.masked_fill(~mask, 0.0)
         return scores
 
+    def _layer_relevance(
+        self, x: Tensor, mask: Tensor | None, target: int | None
+    ) -> tuple[ClsReadout, Tensor]:
+        """The last read-out and the (B, T) shares of all read-outs (see the module docstring)."""
+        require_autograd("layer_relevance")
+        with torch.enable_grad():
+            # x joins the graph so the read-outs are graph nodes even when every parameter is frozen.
+            earlier, ro = self.layer_readouts(x.detach().requires_grad_(True), mask)
+            last = LayerReadout(ro.weights, ro.values, ro.output())
+            picked = picked_logits(ro.head(last.output), target)
+            layers = (*earlier, last)
+            grads = torch.autograd.grad(picked.sum(), [layer.output for layer in layers])
+        per_token = sum(
+            torch.einsum("bht,bhtd,bhd->bt", upcast(r.weights.detach()), upcast(r.values.detach()), upcast(g))
+            for r, g in zip(layers, grads, strict=True)
+        )
+        return ro, per_token
+
+
+def require_autograd(method: str) -> None:
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"tile_scores(method='{method}') needs autograd: call it outside torch.inference_mode()"
+        )
+
+
+def picked_logits(logits: Tensor, target: int | None) -> Tensor:
+    """(B, 1): the logit of `target`, or of each bag's predicted class. Bags are independent, so the
+    gradient of their sum is each bag's own gradient."""
+    if target is None:
+        return logits.gather(-1, logits.argmax(dim=-1, keepdim=True))
+    if not 0 <= target < logits.shape[-1]:
+        raise ValueError(f"target must be a class index in [0, {logits.shape[-1]}), got {target}")
+    return logits[:, target : target + 1]
+
 
 def token_relevance(ro: ClsReadout, target: int | None = None) -> Tensor:
     """(B, T) additive shares of the read-out, projected on d logit[target] / d out (default: predicted class)."""
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError(
-            "tile_scores(method='relevance') needs autograd: call it outside torch.inference_mode()"
-        )
+    require_autograd("relevance")
     weights, values = ro.weights.detach(), ro.values.detach()
     with torch.enable_grad():
         out = ro.output().detach().requires_grad_(True)
-        logits = ro.head(out)
-        if target is None:
-            picked = logits.argmax(dim=-1, keepdim=True)
-        else:
-            if not 0 <= target < logits.shape[-1]:
-                raise ValueError(f"target must be a class index in [0, {logits.shape[-1]}), got {target}")
-            picked = torch.full_like(logits[:, :1], target, dtype=torch.long)
-        # Bags are independent in the head, so the gradient of the sum is each bag's own gradient.
-        (grad,) = torch.autograd.grad(logits.gather(-1, picked).sum(), out)
+        (grad,) = torch.autograd.grad(picked_logits(ro.head(out), target).sum(), out)
     return torch.einsum("bht,bhtd,bhd->bt", upcast(weights), upcast(values), upcast(grad))

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from wsi_pipeline.models.base import ClsReadout, MILModel, ScoreMethod, check_inputs
+from wsi_pipeline.models.base import ClsReadout, LayerReadout, MILModel, ScoreMethod, check_inputs
 from wsi_pipeline.models.config import TransMILConfig
 from wsi_pipeline.models.nystrom import NystromAttention
 from wsi_pipeline.models.registry import register_model
@@ -54,6 +54,11 @@ class TransLayer(nn.Module):
     def forward(self, h: Tensor) -> Tensor:
         return h + self.attn(self.norm(h))
 
+    def forward_exposing_readout(self, h: Tensor) -> tuple[Tensor, LayerReadout]:
+        """`forward`, and the class token's read-out in this layer as a graph node (`layer_relevance`)."""
+        attended, ro, cls_out = self.attn.forward_exposing_readout(self.norm(h))
+        return h + attended, LayerReadout(ro.weights, ro.values, cls_out)
+
 
 class TransMIL(MILModel):
     def __init__(self, in_dim: int, n_classes: int, config: TransMILConfig) -> None:
@@ -68,6 +73,16 @@ class TransMIL(MILModel):
         self.classifier = nn.Linear(config.dim, n_classes)
 
     def readout(self, x: Tensor, mask: Tensor | None = None) -> ClsReadout:
+        return self._readouts(x, mask, expose=False)[1]
+
+    def layer_readouts(
+        self, x: Tensor, mask: Tensor | None = None
+    ) -> tuple[tuple[LayerReadout, ...], ClsReadout]:
+        return self._readouts(x, mask, expose=True)
+
+    def _readouts(
+        self, x: Tensor, mask: Tensor | None, expose: bool
+    ) -> tuple[tuple[LayerReadout, ...], ClsReadout]:
         check_inputs(x, mask)
         if mask is not None and not bool(mask.all()):
             raise ValueError(
@@ -80,7 +95,13 @@ class TransMIL(MILModel):
         order = torch.arange(side * side, device=x.device) % n_tiles
         h = self.fc(x.to(self.param_dtype))[:, order]
         h = torch.cat([self.cls_token.expand(h.shape[0], -1, -1).to(h.dtype), h], dim=1)
-        h = self.ppeg(self.layer1(h), side)
+        earlier: tuple[LayerReadout, ...] = ()
+        if expose:
+            h, first = self.layer1.forward_exposing_readout(h)
+            earlier = (first,)
+        else:
+            h = self.layer1(h)
+        h = self.ppeg(h, side)
         attn = self.layer2.attn
         mixed = attn.cls_readout(self.layer2.norm(h), None)
         h0 = h[:, 0]
@@ -91,7 +112,7 @@ class TransMIL(MILModel):
         def tiles(per_token: Tensor) -> Tensor:
             return per_token.new_zeros(per_token.shape[0], n_tiles).index_add(1, order, per_token[:, 1:])
 
-        return ClsReadout(
+        return earlier, ClsReadout(
             weights=mixed.weights, values=mixed.values, head=head, tiles=tiles, attention=mixed.attention
         )
 

@@ -16,7 +16,14 @@ import torch
 from torch import Tensor, nn
 
 from wsi_pipeline.models.attention import MultiHeadAttention
-from wsi_pipeline.models.base import ClsReadout, MILModel, ScoreMethod, check_inputs, with_class_token
+from wsi_pipeline.models.base import (
+    ClsReadout,
+    LayerReadout,
+    MILModel,
+    ScoreMethod,
+    check_inputs,
+    with_class_token,
+)
 from wsi_pipeline.models.class_readout import SoftmaxFreeClassReadout
 from wsi_pipeline.models.config import SequenceNormViTConfig, SimAViTConfig, ViTConfig
 from wsi_pipeline.models.registry import register_model
@@ -44,6 +51,12 @@ class Block(nn.Module):
     def forward(self, h: Tensor, mask: Tensor | None) -> Tensor:
         h = h + self.attn(self.norm1(h), mask)
         return h + self.mlp(self.norm2(h))
+
+    def forward_exposing_readout(self, h: Tensor, mask: Tensor | None) -> tuple[Tensor, LayerReadout]:
+        """`forward`, and the class token's read-out in this block as a graph node (`layer_relevance`)."""
+        attended, ro, cls_out = self.attn.forward_exposing_readout(self.norm1(h), mask)
+        h = h + attended
+        return h + self.mlp(self.norm2(h)), LayerReadout(ro.weights, ro.values, cls_out)
 
     def finish(self, h0: Tensor, mixed0: Tensor) -> Tensor:
         """The rest of the block for one token, given its per-head attention output (B, H, dh) -> (B, dim)."""
@@ -78,10 +91,25 @@ class ViTWSI(MILModel):
         return torch.cat([cls, h], dim=1), with_class_token(mask)
 
     def readout(self, x: Tensor, mask: Tensor | None = None) -> ClsReadout:
+        return self._readouts(x, mask, expose=False)[1]
+
+    def layer_readouts(
+        self, x: Tensor, mask: Tensor | None = None
+    ) -> tuple[tuple[LayerReadout, ...], ClsReadout]:
+        return self._readouts(x, mask, expose=True)
+
+    def _readouts(
+        self, x: Tensor, mask: Tensor | None, expose: bool
+    ) -> tuple[tuple[LayerReadout, ...], ClsReadout]:
         h, token_mask = self.tokens(x, mask)
         *body, last = self.blocks
+        earlier = []
         for block in body:
-            h = block(h, token_mask)
+            if expose:
+                h, layer = block.forward_exposing_readout(h, token_mask)
+                earlier.append(layer)
+            else:
+                h = block(h, token_mask)
         mixed = last.attn.cls_readout(last.norm1(h), token_mask)
         h0 = h[:, 0]
 
@@ -91,7 +119,7 @@ class ViTWSI(MILModel):
         def tiles(per_token: Tensor) -> Tensor:
             return per_token[:, 1:]
 
-        return ClsReadout(weights=mixed.weights, values=mixed.values, head=head, tiles=tiles)
+        return tuple(earlier), ClsReadout(weights=mixed.weights, values=mixed.values, head=head, tiles=tiles)
 
 
 @register_model("vit", ViTConfig)
@@ -138,4 +166,4 @@ def build_vit_sf_ca(in_dim: int, n_classes: int, config: SequenceNormViTConfig) 
             return SoftmaxAttention(config.dim, config.heads, config.dim_head, config.dropout)
         return SoftmaxFreeClassReadout(config.dim, config.heads, config.dim_head, config.dropout, config.eps)
 
-    return ViTWSI(in_dim, n_classes, config, attention, "attention")
+    return ViTWSI(in_dim, n_classes, config, attention, "layer_relevance")
