@@ -44,7 +44,9 @@ def summary_table(title: str, outcomes: list[SlideOutcome], columns: list[str]) 
 def print_summary(console: Console, title: str, outcomes: list[SlideOutcome], columns: list[str]) -> None:
     # A log file or pipe has no width, and rich would squeeze the table into 80 columns, cutting every
     # cell to "…"; there, the table gets the room it needs.
-    table_console = console if console.is_terminal else Console(file=console.file, width=max(console.width, 200))
+    table_console = (
+        console if console.is_terminal else Console(file=console.file, width=max(console.width, 200))
+    )
     table_console.print(summary_table(title, outcomes, columns))
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
     console.print(f"{title}: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed")

@@ -49,7 +49,9 @@ def describe_validation_error(error: ValidationError, source: str) -> str:
     return f"{source}: " + "; ".join(parts)
 
 
-def load_config(model: type[M], config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> M:
+def load_config(
+    model: type[M], config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> M:
     """Validate defaults + the YAML file + options that were given (None means 'not given')."""
     values: dict[str, Any] = {}
     source = "options"

@@ -11,8 +11,23 @@ from wsi_pipeline.errors import WsiError
 
 # Multi-part extensions first so "x.ome.tiff" becomes "x", not "x.ome".
 SLIDE_EXTENSIONS: tuple[str, ...] = (
-    ".ome.tiff", ".ome.tif", ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs",
-    ".svslide", ".bif", ".czi", ".dcm", ".isyntax", ".qptiff", ".jp2",
+    ".ome.tiff",
+    ".ome.tif",
+    ".svs",
+    ".tif",
+    ".tiff",
+    ".ndpi",
+    ".vms",
+    ".vmu",
+    ".scn",
+    ".mrxs",
+    ".svslide",
+    ".bif",
+    ".czi",
+    ".dcm",
+    ".isyntax",
+    ".qptiff",
+    ".jp2",
 )
 
 

@@ -86,8 +86,16 @@ def test_laplacian_variance_of_a_checkerboard() -> None:
     assert laplacian_variance(np.full((32, 32), 128, np.uint8)) == 0
 
 
-@pytest.mark.parametrize("name", ["tcga-lung-rgb.png", "no-tissue-red-pen.png", "no-tissue-line.png",
-                                  "tissue-level0-4302-10273-4814-10785.png", "high-nuclei-score-level0.png"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tcga-lung-rgb.png",
+        "no-tissue-red-pen.png",
+        "no-tissue-line.png",
+        "tissue-level0-4302-10273-4814-10785.png",
+        "high-nuclei-score-level0.png",
+    ],
+)
 def test_opencv_canny_agrees_with_an_independent_canny(labelled_tiles: Path, name: str) -> None:
     """scikit-image's Canny (L2 gradient, same thresholds, no smoothing) is an independent implementation:
     both must give the same keep/reject verdict at STAMP's 0.02 and similar edge fractions."""

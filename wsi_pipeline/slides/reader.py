@@ -15,7 +15,16 @@ from wsi_pipeline.errors import SlideError
 
 # Formats that tiatoolbox would also hand to OpenSlide (or not read at all): when OpenSlide rejects one of
 # these, falling back only costs the seconds of importing tiatoolbox and ends in the same verdict.
-OPENSLIDE_ONLY_EXTENSIONS: tuple[str, ...] = (".svs", ".ndpi", ".mrxs", ".vms", ".vmu", ".scn", ".svslide", ".bif")
+OPENSLIDE_ONLY_EXTENSIONS: tuple[str, ...] = (
+    ".svs",
+    ".ndpi",
+    ".mrxs",
+    ".vms",
+    ".vmu",
+    ".scn",
+    ".svslide",
+    ".bif",
+)
 
 # Tiles are shrunk by an integer box reduction first and an antialiased bilinear resize for the rest
 # (PIL's `reducing_gap`): about half the time of a one-step bilinear or bicubic resize of a 513 px read,
@@ -48,7 +57,9 @@ class SlideReader(ABC):
         return len(self.level_dimensions)
 
     @abstractmethod
-    def read_region(self, x_level0: int, y_level0: int, level: int, width_px: int, height_px: int) -> np.ndarray:
+    def read_region(
+        self, x_level0: int, y_level0: int, level: int, width_px: int, height_px: int
+    ) -> np.ndarray:
         """RGB uint8 (height_px, width_px, 3) at `level`, top-left at level-0 (x, y); outside = white."""
 
     @abstractmethod
@@ -120,13 +131,19 @@ class OpenSlideReader(SlideReader):
         self.mpp_from_metadata = mpp_x if mpp_x is not None else mpp_y
         self.objective_power = _float_or_none(props.get("openslide.objective-power"))
 
-    def read_region(self, x_level0: int, y_level0: int, level: int, width_px: int, height_px: int) -> np.ndarray:
-        region = self._slide.read_region((int(x_level0), int(y_level0)), int(level), (int(width_px), int(height_px)))
+    def read_region(
+        self, x_level0: int, y_level0: int, level: int, width_px: int, height_px: int
+    ) -> np.ndarray:
+        region = self._slide.read_region(
+            (int(x_level0), int(y_level0)), int(level), (int(width_px), int(height_px))
+        )
         return _rgba_to_rgb_on_white(np.asarray(region))
 
     def read_tile(self, x_level0: int, y_level0: int, level: int, read_px: int, tile_px: int) -> np.ndarray:
         # Stays in PIL from decode to resize: the hot loop of tiling and extraction.
-        region = self._slide.read_region((int(x_level0), int(y_level0)), int(level), (int(read_px), int(read_px)))
+        region = self._slide.read_region(
+            (int(x_level0), int(y_level0)), int(level), (int(read_px), int(read_px))
+        )
         if region.getchannel("A").getextrema()[0] == 255:
             rgb = region.convert("RGB")
         else:
@@ -156,10 +173,16 @@ class TiatoolboxReader(SlideReader):
         self.mpp_from_metadata = _float_or_none(mpp[0]) if mpp is not None else None
         self.objective_power = _float_or_none(info.objective_power)
 
-    def read_region(self, x_level0: int, y_level0: int, level: int, width_px: int, height_px: int) -> np.ndarray:
+    def read_region(
+        self, x_level0: int, y_level0: int, level: int, width_px: int, height_px: int
+    ) -> np.ndarray:
         region = self._reader.read_rect(
-            (int(x_level0), int(y_level0)), (int(width_px), int(height_px)),
-            resolution=int(level), units="level", coord_space="baseline", pad_constant_values=255,
+            (int(x_level0), int(y_level0)),
+            (int(width_px), int(height_px)),
+            resolution=int(level),
+            units="level",
+            coord_space="baseline",
+            pad_constant_values=255,
         )
         return np.ascontiguousarray(region[..., :3], dtype=np.uint8)
 

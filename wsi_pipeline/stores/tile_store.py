@@ -95,8 +95,10 @@ def read_tile_store(path: Path) -> TileStore:
     meta = read_tile_store_meta(path)
     try:
         root = zarr.open_group(str(path), mode="r")
-        arrays = {name: np.asarray(root[name][...]) for name in
-                  ("coords", "tissue_fraction", "blur_score", "thumbnail", "tissue_mask")}
+        arrays = {
+            name: np.asarray(root[name][...])
+            for name in ("coords", "tissue_fraction", "blur_score", "thumbnail", "tissue_mask")
+        }
     except Exception as exc:
         raise WsiError(f"{path}: tile store is damaged ({type(exc).__name__}: {exc})") from exc
     return TileStore(meta=meta, **arrays)
@@ -106,5 +108,8 @@ def list_tile_stores(tiles_dir: Path) -> list[Path]:
     """The complete stores in `tiles_dir` (hidden temporaries of a killed run are not stores)."""
     if not tiles_dir.is_dir():
         raise WsiError(f"{tiles_dir}: no such folder of tile stores")
-    return sorted(p for p in tiles_dir.iterdir()
-                  if p.is_dir() and p.name.endswith(STORE_SUFFIX) and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in tiles_dir.iterdir()
+        if p.is_dir() and p.name.endswith(STORE_SUFFIX) and not p.name.startswith(".")
+    )
