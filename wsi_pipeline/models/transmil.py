@@ -62,7 +62,7 @@ class TransLayer(nn.Module):
 
 class TransMIL(MILModel):
     def __init__(self, in_dim: int, n_classes: int, config: TransMILConfig) -> None:
-        super().__init__(config, "attention")
+        super().__init__(config, "layer_relevance")
         self.fc = nn.Sequential(nn.Linear(in_dim, config.dim), nn.ReLU())
         self.cls_token = nn.Parameter(torch.empty(1, 1, config.dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02)

@@ -139,7 +139,7 @@ def build_vit_sf(in_dim: int, n_classes: int, config: SequenceNormViTConfig) -> 
     def attention(last: bool) -> MultiHeadAttention:
         return SoftmaxFreeAttention(config.dim, config.heads, config.dim_head, config.dropout, config.eps)
 
-    return ViTWSI(in_dim, n_classes, config, attention, "relevance")
+    return ViTWSI(in_dim, n_classes, config, attention, "layer_relevance")
 
 
 @register_model("vit_sima", SimAViTConfig)
