@@ -37,7 +37,7 @@ def test_ray_writes_what_the_local_backend_writes(ray_address: str, tmp_path: Pa
     assert "2 done, 0 skipped, 0 failed" in on_ray.stderr and "on Ray" in on_ray.stderr
     names = sorted(p.name for p in (tmp_path / "local").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "ray").iterdir())
-    assert len(names) == 5  # two stores, two QC images, the resolved config
+    assert len(names) == 6  # two stores, two QC images, the resolved config, the run's claim
     for slide in SLIDES:
         ours, theirs = (read_tile_store(store_path(tmp_path / d, slide.stem)) for d in ("local", "ray"))
         assert ours.n_tiles > 0

@@ -20,6 +20,7 @@ from tests.extract.helpers import CMU, CMU_PYRAMID, TISSUE_COORDS, make_store
 from wsi_pipeline.extract.config import ExtractConfig
 from wsi_pipeline.extract.run import extract_stores
 from wsi_pipeline.extract.weights import sha256_file
+from wsi_pipeline.stores.atomic import LOCK_FILE
 from wsi_pipeline.stores.feature_bag import load_bag, read_bag_attrs
 
 pytestmark = pytest.mark.slow
@@ -198,6 +199,7 @@ def test_unreadable_slides_fail_alone(tmp_path: Path, retccl_weights: Path, copy
     assert outcomes["bad-header"].status == "failed" and "bad-header.svs" in outcomes["bad-header"].reason
     assert not any("\n" in o.reason for o in outcomes.values())
     assert sorted(p.name for p in (tmp_path / "features").iterdir()) == [
+        LOCK_FILE,
         f"{CMU_PYRAMID.stem}.h5",
         "extract_config.yaml",
     ]
@@ -251,6 +253,7 @@ def test_killed_run_leaves_only_complete_bags(tmp_path: Path, retccl_weights: Pa
     assert outcomes["slide0"].status == "skipped"
     assert {o.status for o in outcomes.values()} <= {"done", "skipped"}
     assert sorted(p.name for p in (tmp_path / "features").iterdir()) == [
+        LOCK_FILE,
         "extract_config.yaml",
         "slide0.h5",
         "slide1.h5",

@@ -21,6 +21,7 @@ from tests.reliability.conftest import CMU
 from tests.reliability.process import run_wsi
 from wsi_pipeline.errors import WsiError
 from wsi_pipeline.ids import slide_id_for
+from wsi_pipeline.stores.atomic import LOCK_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -136,9 +137,10 @@ def test_unsafe_slide_file_names_are_refused(tmp_path: Path, file_name: str, pro
     assert any("unsafe slide id" in line and file_name.replace("\a", "") in line for line in errors), str(
         result
     )
-    # Nothing anywhere but the slide itself and the (empty) output folder: no file next to or above it.
+    # Nothing anywhere but the slide itself and the output folder with only the run's claim on it
+    # (`claimed_folder`): no file next to or above it.
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
-    assert written == ["out", "slides", f"slides/{file_name}"]
+    assert written == ["out", f"out/{LOCK_FILE}", "slides", f"slides/{file_name}"]
 
 
 def test_a_name_too_long_for_its_outputs_fails_alone(tmp_path: Path) -> None:
@@ -153,7 +155,12 @@ def test_a_name_too_long_for_its_outputs_fails_alone(tmp_path: Path) -> None:
     assert result.returncode == 1 and "Traceback" not in result.stderr, str(result)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert any(long_name in line and "too long" in line for line in errors), str(result)
-    assert sorted(p.name for p in out.iterdir()) == ["fine.qc.png", "fine.zarr", "tile_config.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        LOCK_FILE,
+        "fine.qc.png",
+        "fine.zarr",
+        "tile_config.yaml",
+    ]
 
 
 def test_a_tile_store_cannot_send_its_bag_outside_the_output_folder(tmp_path: Path) -> None:

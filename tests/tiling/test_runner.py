@@ -9,6 +9,7 @@ import pytest
 import yaml
 from rich.console import Console
 
+from wsi_pipeline.stores.atomic import LOCK_FILE
 from wsi_pipeline.stores.tile_store import read_tile_store_meta, store_path
 from wsi_pipeline.tiling.config import TileConfig
 from wsi_pipeline.tiling.runner import RESOLVED_CONFIG_NAME, tile_slides
@@ -71,6 +72,7 @@ def test_stale_temporaries_are_removed_and_the_config_is_written(cmu_slide: Path
     assert not stale.exists() and ".cmu.zarr.tmp-0123abcd" in log
     assert yaml.safe_load((out / RESOLVED_CONFIG_NAME).read_text()) == cfg.model_dump(mode="json")
     assert sorted(p.name for p in out.iterdir()) == [
+        LOCK_FILE,
         "CMU-1-Small-Region.qc.png",
         "CMU-1-Small-Region.zarr",
         RESOLVED_CONFIG_NAME,

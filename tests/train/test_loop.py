@@ -12,6 +12,7 @@ import torch
 from tests.train.helpers import quick_config, small_cohort
 from wsi_pipeline.config import read_yaml_mapping
 from wsi_pipeline.errors import WsiError
+from wsi_pipeline.stores.atomic import LOCK_FILE
 from wsi_pipeline.stores.run_folder import load_checkpoint, read_splits
 from wsi_pipeline.train import TrainConfig, run_training
 from wsi_pipeline.train.loop import HISTORY_COLUMNS, EarlyStopping, lr_at
@@ -51,6 +52,7 @@ def test_run_folder_holds_config_splits_history_and_a_weights_only_checkpoint(tm
     summary = run_training(quick_config(tmp_path, epochs=2), tmp_path / "run")
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == [
+        LOCK_FILE,
         "checkpoint.pt",
         "config.yaml",
         "history.csv",

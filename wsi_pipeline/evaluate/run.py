@@ -27,7 +27,7 @@ from wsi_pipeline.evaluate import heatmaps as hm
 from wsi_pipeline.evaluate.config import EvalConfig
 from wsi_pipeline.evaluate.metrics import classification_metrics, fold_summary
 from wsi_pipeline.evaluate.plots import save_roc_png
-from wsi_pipeline.stores.atomic import clean_stale_temporaries, write_text_atomic
+from wsi_pipeline.stores.atomic import claimed_folder, clean_stale_temporaries, write_text_atomic
 from wsi_pipeline.stores.labels import LabelTable, read_label_table
 from wsi_pipeline.stores.run_folder import (
     CHECKPOINT_FILE,
@@ -270,39 +270,38 @@ def run_evaluation(cfg: EvalConfig, run_dir: Path, console: Console | None = Non
     device = resolve_device(cfg.device)
     models = {fm.fold: fm for fm in load_fold_models(info, device)}
     out_dir = eval_dir(run_dir, cfg.split)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(out_dir)
-    if cfg.heatmaps:
-        (out_dir / HEATMAP_DIR).mkdir(exist_ok=True)
-        clean_stale_temporaries(out_dir / HEATMAP_DIR)
+    with claimed_folder(out_dir):
+        if cfg.heatmaps:
+            (out_dir / HEATMAP_DIR).mkdir(exist_ok=True)
+            clean_stale_temporaries(out_dir / HEATMAP_DIR)
 
-    evaluate = _SlideEvaluator(cfg, models, table, features, out_dir, device)
-    probs: dict[int, dict[str, np.ndarray]] = {fold: {} for fold in models}
-    outcomes = []
-    with Progress(
-        TextColumn("evaluating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[slide]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=console is None,
-    ) as progress:
-        task = progress.add_task("slides", total=len(folds_of), slide="")
-        for slide_id, folds in folds_of.items():
-            progress.update(task, slide=slide_id)
-            outcomes.append(evaluate(slide_id, folds, probs))
-            progress.advance(task)
+        evaluate = _SlideEvaluator(cfg, models, table, features, out_dir, device)
+        probs: dict[int, dict[str, np.ndarray]] = {fold: {} for fold in models}
+        outcomes = []
+        with Progress(
+            TextColumn("evaluating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[slide]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=console is None,
+        ) as progress:
+            task = progress.add_task("slides", total=len(folds_of), slide="")
+            for slide_id, folds in folds_of.items():
+                progress.update(task, slide=slide_id)
+                outcomes.append(evaluate(slide_id, folds, probs))
+                progress.advance(task)
 
-    predicted = [s for s in folds_of if any(s in probs[f] for f in folds_of[s])]
-    if not predicted:
-        raise WsiError(f"no slide of split {cfg.split!r} could be evaluated (see the table above)")
-    metrics = _write_outputs(cfg, info, table, out_dir, predicted, folds_of, probs)
-    write_resolved_config(
-        out_dir / "config.yaml", cfg.model_copy(update={"features": features, "labels": labels})
-    )
-    return EvalResult(out_dir, metrics, outcomes)
+        predicted = [s for s in folds_of if any(s in probs[f] for f in folds_of[s])]
+        if not predicted:
+            raise WsiError(f"no slide of split {cfg.split!r} could be evaluated (see the table above)")
+        metrics = _write_outputs(cfg, info, table, out_dir, predicted, folds_of, probs)
+        write_resolved_config(
+            out_dir / "config.yaml", cfg.model_copy(update={"features": features, "labels": labels})
+        )
+        return EvalResult(out_dir, metrics, outcomes)
 
 
 def _write_outputs(

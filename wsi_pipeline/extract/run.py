@@ -53,7 +53,7 @@ from wsi_pipeline.extract.slide import (
     store_fingerprint,
 )
 from wsi_pipeline.ids import check_slide_id
-from wsi_pipeline.stores.atomic import clean_stale_temporaries
+from wsi_pipeline.stores.atomic import claimed_folder
 from wsi_pipeline.stores.feature_bag import bag_path, read_bag_attrs
 from wsi_pipeline.stores.tile_store import STORE_SUFFIX, list_tile_stores, read_tile_store
 
@@ -83,65 +83,70 @@ def extract_stores(
     extractor = build_extractor(config.model, config.weights, config.random_init)
     # Local runs prepare the encoder once, here; Ray tasks prepare it on their own node's device.
     encoder = None if backend.is_ray else prepare_encoder(extractor, config)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(out_dir)
-    where = (
-        "on Ray"
-        if encoder is None
-        else f"{encoder.runtime.device.type} {encoder.runtime.precision_name}, "
-        f"workers {resolve_workers(config.workers, encoder.runtime.device.type)}"
-    )
-    console.print(
-        f"wsi extract: {len(stores)} tile stores -> {out_dir}; {extractor.name} "
-        f"(weights {extractor.weights_sha256[:12]}), {where}, batch {config.batch_size}, "
-        f"{config.dtype} features"
-    )
-    recipe = {"extractor": extractor.name, "weights_sha256": extractor.weights_sha256, "dtype": config.dtype}
-    # Ray tasks choose their own readers (`_extract_on_ray`), knowing the node they land on.
-    loader_workers = resolve_workers(config.workers, encoder.runtime.device.type) if encoder else 1
-    outcomes: dict[int, SlideOutcome] = {}
-    tasks: dict[int, SlideTask] = {}
-    with _progress(console) as progress:
-        slides_task = progress.add_task("slides", total=len(stores), unit="")
-        for index, store in enumerate(stores):
-            planned = _plan(store, out_dir, config, locator, recipe, loader_workers, debug)
-            if isinstance(planned, SlideOutcome):
-                outcomes[index] = planned
-                _report_failure(console, store, planned)
+    with claimed_folder(out_dir):
+        where = (
+            "on Ray"
+            if encoder is None
+            else f"{encoder.runtime.device.type} {encoder.runtime.precision_name}, "
+            f"workers {resolve_workers(config.workers, encoder.runtime.device.type)}"
+        )
+        console.print(
+            f"wsi extract: {len(stores)} tile stores -> {out_dir}; {extractor.name} "
+            f"(weights {extractor.weights_sha256[:12]}), {where}, batch {config.batch_size}, "
+            f"{config.dtype} features"
+        )
+        recipe = {
+            "extractor": extractor.name,
+            "weights_sha256": extractor.weights_sha256,
+            "dtype": config.dtype,
+        }
+        # Ray tasks choose their own readers (`_extract_on_ray`), knowing the node they land on.
+        loader_workers = resolve_workers(config.workers, encoder.runtime.device.type) if encoder else 1
+        outcomes: dict[int, SlideOutcome] = {}
+        tasks: dict[int, SlideTask] = {}
+        with _progress(console) as progress:
+            slides_task = progress.add_task("slides", total=len(stores), unit="")
+            for index, store in enumerate(stores):
+                planned = _plan(store, out_dir, config, locator, recipe, loader_workers, debug)
+                if isinstance(planned, SlideOutcome):
+                    outcomes[index] = planned
+                    _report_failure(console, store, planned)
+                    progress.advance(slides_task)
+                else:
+                    tasks[index] = planned
+            tiles_task = progress.add_task(
+                "tiles", total=sum(t.n_tiles for t in tasks.values()), unit="tiles"
+            )
+
+            def finished(index: int, outcome: SlideOutcome, n_extracted: int) -> None:
+                if "warning" in outcome.fields:
+                    console.print(f"[yellow]warning:[/] {escape(str(outcome.fields['warning']))}")
+                if debug and "traceback" in outcome.fields:
+                    console.print(str(outcome.fields["traceback"]), markup=False, highlight=False)
+                # Tiles not extracted (a failed slide) leave the total, so tiles/s and the ETA stay honest.
+                missing = tasks[index].n_tiles - n_extracted
+                total = progress.tasks[tiles_task].total
+                if missing > 0 and total is not None:
+                    progress.update(tiles_task, total=total - missing)
+                outcomes[index] = outcome
+                _report_failure(console, tasks[index].store_path, outcome)
                 progress.advance(slides_task)
-            else:
-                tasks[index] = planned
-        tiles_task = progress.add_task("tiles", total=sum(t.n_tiles for t in tasks.values()), unit="tiles")
 
-        def finished(index: int, outcome: SlideOutcome, n_extracted: int) -> None:
-            if "warning" in outcome.fields:
-                console.print(f"[yellow]warning:[/] {escape(str(outcome.fields['warning']))}")
-            if debug and "traceback" in outcome.fields:
-                console.print(str(outcome.fields["traceback"]), markup=False, highlight=False)
-            # Tiles not extracted (a failed slide) leave the total, so tiles/s and the ETA stay honest.
-            missing = tasks[index].n_tiles - n_extracted
-            total = progress.tasks[tiles_task].total
-            if missing > 0 and total is not None:
-                progress.update(tiles_task, total=total - missing)
-            outcomes[index] = outcome
-            _report_failure(console, tasks[index].store_path, outcome)
-            progress.advance(slides_task)
-
-        if encoder is not None:
-            for index, task in tasks.items():
-                progress.update(tiles_task, description=f"tiles [dim]{escape(task.store_path.stem)}[/]")
-                _extract_here(index, task, encoder, progress, tiles_task, finished, debug)
-        elif tasks:
-            with ray_session(backend) as ray:
-                _extract_on_ray(
-                    ray, tasks, extractor, config, backend, console, progress, tiles_task, finished
-                )
-    ordered = [outcomes[index] for index in range(len(stores))]
-    # Only a run that leaves bags made with these settings describes the folder; a run whose every slide
-    # failed must not overwrite the record of how the existing bags were made.
-    if any(o.status != "failed" for o in ordered):
-        write_resolved_config(out_dir / CONFIG_NAME, config)
-    return ordered
+            if encoder is not None:
+                for index, task in tasks.items():
+                    progress.update(tiles_task, description=f"tiles [dim]{escape(task.store_path.stem)}[/]")
+                    _extract_here(index, task, encoder, progress, tiles_task, finished, debug)
+            elif tasks:
+                with ray_session(backend) as ray:
+                    _extract_on_ray(
+                        ray, tasks, extractor, config, backend, console, progress, tiles_task, finished
+                    )
+        ordered = [outcomes[index] for index in range(len(stores))]
+        # Only a run that leaves bags made with these settings describes the folder; a run whose every slide
+        # failed must not overwrite the record of how the existing bags were made.
+        if any(o.status != "failed" for o in ordered):
+            write_resolved_config(out_dir / CONFIG_NAME, config)
+        return ordered
 
 
 def _report_failure(console: Console, store_path: Path, outcome: SlideOutcome) -> None:

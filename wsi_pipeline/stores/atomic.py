@@ -10,11 +10,15 @@ without it, the old folder is first moved aside under a `.old-` name, and `clean
 it back if a kill came before the new one took its place.
 
 A full disk, a read-only or non-writable folder become a one-line `WsiError` naming the output.
+
+`claimed_folder` makes a run the only writer of its output folder for as long as it runs: removing a killed
+run's temporaries is only safe when no live run can be writing them.
 """
 
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import shutil
 import sys
@@ -27,6 +31,7 @@ from wsi_pipeline.errors import WsiError
 
 TMP_MARKER = ".tmp-"
 OLD_MARKER = ".old-"
+LOCK_FILE = ".wsi.lock"
 # Failures of writing itself, whatever file they name.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.ENAMETOOLONG}
 # Failures that are about writing only when they concern the output's own paths.
@@ -167,3 +172,33 @@ def clean_stale_temporaries(folder: Path) -> list[Path]:
             else:
                 os.rename(path, final)
     return removed
+
+
+@contextmanager
+def claimed_folder(folder: Path) -> Iterator[list[Path]]:
+    """Create `folder`, hold it as this run's alone, and clean what killed runs left in it.
+
+    Yields the temporaries removed. A second run on the same folder gets a one-line error instead of
+    deleting the first one's work in progress, whose temporaries look exactly like a dead run's. The claim
+    is an advisory `flock` on an empty hidden file; the kernel drops it when the process ends, however it
+    ends, so a killed run never leaves a stale claim behind. On a file system without locks (some network
+    mounts) the run goes on unclaimed.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise WsiError(f"{folder}: cannot write here ({exc.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WsiError(
+                f"{folder}: another wsi run is writing to this folder; wait for it to end or choose another"
+            ) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):
+                raise
+        yield clean_stale_temporaries(folder)
+    finally:
+        os.close(fd)

@@ -36,7 +36,7 @@ from wsi_pipeline.batch import SlideOutcome, print_summary
 from wsi_pipeline.config import write_resolved_config
 from wsi_pipeline.errors import WsiError
 from wsi_pipeline.ids import slide_id_for
-from wsi_pipeline.stores.atomic import clean_stale_temporaries
+from wsi_pipeline.stores.atomic import claimed_folder
 from wsi_pipeline.stores.tile_store import TileStoreMeta, read_tile_store_meta, store_path
 from wsi_pipeline.tiling.config import TileConfig
 from wsi_pipeline.tiling.slide import FILTERS, SUMMARY_LABELS, SlideJob, summary_fields, tile_slide
@@ -107,84 +107,86 @@ def tile_slides(
     """Tile `slides` into `out_dir`; returns one outcome per slide, in the order given."""
     backend = backend or Backend()
     console = console or Console(stderr=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in clean_stale_temporaries(out_dir):
-        console.print(
-            f"removed an incomplete output of an interrupted run: {stale.name}",
-            soft_wrap=True,
-            markup=False,
-            highlight=False,
-        )
-
-    outcomes: dict[int, SlideOutcome] = {}
-    jobs: dict[int, SlideJob] = {}
-    notes: dict[int, str] = {}
-    for index, slide in enumerate(slides):
-        try:
-            decision, note, meta = resume_decision(Path(slide), out_dir, cfg, overwrite)
-        except WsiError as exc:  # a file name that cannot name outputs: this slide fails, the batch goes on
-            outcomes[index] = SlideOutcome(Path(slide).name, "failed", " ".join(str(exc).split()))
-            _print_failure(console, Path(slide), outcomes[index].reason)
-            continue
-        if decision == "todo":
-            jobs[index] = SlideJob(Path(slide), out_dir, cfg)
-            notes[index] = note
-        elif decision == "skip" and meta is not None:
-            outcomes[index] = SlideOutcome(
-                slide_id_for(Path(slide)), "skipped", note, fields=summary_fields(meta, out_dir)
+    with claimed_folder(out_dir) as stale_outputs:
+        for stale in stale_outputs:
+            console.print(
+                f"removed an incomplete output of an interrupted run: {stale.name}",
+                soft_wrap=True,
+                markup=False,
+                highlight=False,
             )
-        else:
-            outcomes[index] = SlideOutcome(slide_id_for(Path(slide)), "failed", note)
-            _print_failure(console, Path(slide), note)
 
-    processes = min(max(1, workers), max(1, len(jobs)))
-    threads = max(1, workers // processes)
-    jobs = {i: SlideJob(job.slide_path, job.out_dir, job.config, threads) for i, job in jobs.items()}
-    started = time.perf_counter()
-    with _progress(console) as progress:
-        slides_task = progress.add_task("slides", total=len(jobs), unit="slides")
-        tiles_task = progress.add_task("tiles", total=0, unit="tiles")
-
-        def on_progress(kind: str, n: int) -> None:
-            if kind == "candidates":
-                progress.update(tiles_task, total=(progress.tasks[tiles_task].total or 0) + n)
+        outcomes: dict[int, SlideOutcome] = {}
+        jobs: dict[int, SlideJob] = {}
+        notes: dict[int, str] = {}
+        for index, slide in enumerate(slides):
+            try:
+                decision, note, meta = resume_decision(Path(slide), out_dir, cfg, overwrite)
+            except (
+                WsiError
+            ) as exc:  # a file name that cannot name outputs: this slide fails, the batch goes on
+                outcomes[index] = SlideOutcome(Path(slide).name, "failed", " ".join(str(exc).split()))
+                _print_failure(console, Path(slide), outcomes[index].reason)
+                continue
+            if decision == "todo":
+                jobs[index] = SlideJob(Path(slide), out_dir, cfg)
+                notes[index] = note
+            elif decision == "skip" and meta is not None:
+                outcomes[index] = SlideOutcome(
+                    slide_id_for(Path(slide)), "skipped", note, fields=summary_fields(meta, out_dir)
+                )
             else:
-                progress.advance(tiles_task, n)
+                outcomes[index] = SlideOutcome(slide_id_for(Path(slide)), "failed", note)
+                _print_failure(console, Path(slide), note)
 
-        def finished(index: int, outcome: SlideOutcome) -> None:
-            if notes.get(index) and outcome.status == "done" and not outcome.reason:
-                outcome.reason = notes[index]
-            outcomes[index] = outcome
-            progress.advance(slides_task)
-            _report(console, jobs[index].slide_path, outcome, debug)
+        processes = min(max(1, workers), max(1, len(jobs)))
+        threads = max(1, workers // processes)
+        jobs = {i: SlideJob(job.slide_path, job.out_dir, job.config, threads) for i, job in jobs.items()}
+        started = time.perf_counter()
+        with _progress(console) as progress:
+            slides_task = progress.add_task("slides", total=len(jobs), unit="slides")
+            tiles_task = progress.add_task("tiles", total=0, unit="tiles")
 
-        if backend.is_ray:
-            _run_ray(jobs, backend, on_progress, finished)
-        elif processes == 1:
-            for index, job in jobs.items():
-                finished(index, _run_here(job, on_progress, debug))
-        else:
-            _run_pool(jobs, processes, on_progress, finished)
-    elapsed = time.perf_counter() - started
+            def on_progress(kind: str, n: int) -> None:
+                if kind == "candidates":
+                    progress.update(tiles_task, total=(progress.tasks[tiles_task].total or 0) + n)
+                else:
+                    progress.advance(tiles_task, n)
 
-    ordered = [outcomes[i] for i in range(len(slides))]
-    # Only a run that leaves stores made with these settings describes the folder; a run whose every
-    # slide failed must not overwrite the record of how the existing stores were made.
-    if any(o.status != "failed" for o in ordered):
-        write_resolved_config(out_dir / RESOLVED_CONFIG_NAME, cfg)
-    print_summary(console, "wsi tile", ordered, SUMMARY_COLUMNS)
-    tiles_read = sum(int(o.fields.get("tiles read", 0)) for o in ordered)
-    if tiles_read:
-        where = (
-            "on Ray, its start included"
-            if backend.is_ray
-            else f"{workers} worker{'s' if workers > 1 else ''}"
-        )
-        console.print(
-            f"{tiles_read} tiles read and filtered in {elapsed:.1f} s "
-            f"({tiles_read / elapsed:.0f} tiles/s, {where})"
-        )
-    return ordered
+            def finished(index: int, outcome: SlideOutcome) -> None:
+                if notes.get(index) and outcome.status == "done" and not outcome.reason:
+                    outcome.reason = notes[index]
+                outcomes[index] = outcome
+                progress.advance(slides_task)
+                _report(console, jobs[index].slide_path, outcome, debug)
+
+            if backend.is_ray:
+                _run_ray(jobs, backend, on_progress, finished)
+            elif processes == 1:
+                for index, job in jobs.items():
+                    finished(index, _run_here(job, on_progress, debug))
+            else:
+                _run_pool(jobs, processes, on_progress, finished)
+        elapsed = time.perf_counter() - started
+
+        ordered = [outcomes[i] for i in range(len(slides))]
+        # Only a run that leaves stores made with these settings describes the folder; a run whose every
+        # slide failed must not overwrite the record of how the existing stores were made.
+        if any(o.status != "failed" for o in ordered):
+            write_resolved_config(out_dir / RESOLVED_CONFIG_NAME, cfg)
+        print_summary(console, "wsi tile", ordered, SUMMARY_COLUMNS)
+        tiles_read = sum(int(o.fields.get("tiles read", 0)) for o in ordered)
+        if tiles_read:
+            where = (
+                "on Ray, its start included"
+                if backend.is_ray
+                else f"{workers} worker{'s' if workers > 1 else ''}"
+            )
+            console.print(
+                f"{tiles_read} tiles read and filtered in {elapsed:.1f} s "
+                f"({tiles_read / elapsed:.0f} tiles/s, {where})"
+            )
+        return ordered
 
 
 def _run_here(job: SlideJob, on_progress: Callable[[str, int], None], debug: bool) -> SlideOutcome:

@@ -5,6 +5,7 @@ the resolved config and splits are written before training (so `--resume` and `w
 fold counts as finished only once its `result.json` exists.
 """
 
+import contextlib
 import json
 import statistics
 from collections import Counter
@@ -17,7 +18,7 @@ from rich.console import Console
 
 from wsi_pipeline.config import read_yaml_mapping, write_resolved_config
 from wsi_pipeline.errors import ConfigError, WsiError
-from wsi_pipeline.stores.atomic import clean_stale_temporaries, write_text_atomic
+from wsi_pipeline.stores.atomic import claimed_folder, clean_stale_temporaries, write_text_atomic
 from wsi_pipeline.stores.labels import check_trainable, read_label_table
 from wsi_pipeline.stores.run_folder import (
     CONFIG_FILE,
@@ -168,61 +169,59 @@ def _run_training(
     class_names = cohort.table.class_names
     resolved_model = model_config(cfg.model, **cfg.model_overrides).model_dump(mode="json")
     resolved = cfg.model_copy(update={"features": features, "labels": labels, "classes": list(class_names)})
-    if role.writes:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        clean_stale_temporaries(run_dir)
-        if not resume:
+    with claimed_folder(run_dir) if role.writes else contextlib.nullcontext():
+        if role.writes and not resume:
             write_splits(run_dir / SPLITS_FILE, splits)
             write_resolved_config(run_dir / CONFIG_FILE, resolved)
-    say(
-        f"model {cfg.model} on {device}; {cohort.in_dim}-d bags, cache {cfg.cache}"
-        + (f" ({cache.nbytes / 2**30:.2f} GiB)" if cfg.cache != "none" else "")
-    )
+        say(
+            f"model {cfg.model} on {device}; {cohort.in_dim}-d bags, cache {cfg.cache}"
+            + (f" ({cache.nbytes / 2**30:.2f} GiB)" if cfg.cache != "none" else "")
+        )
 
-    targets = {row.slide_id: cohort.table.class_index(row.label) for row in cohort.table.rows}
-    results = []
-    for fold in range(cfg.folds):
-        out = fold_dir(run_dir, fold, cfg.folds)
-        done = read_fold_result(out)
-        if done is not None:
-            if role.writes:  # a kill between writing result.json and removing the resume state
-                (out / LAST_FILE).unlink(missing_ok=True)
-            say(f"fold {fold}: finished earlier (best val AUROC {done.best_val_auroc:.4f}), skipped")
-            results.append(done)
-            continue
+        targets = {row.slide_id: cohort.table.class_index(row.label) for row in cohort.table.rows}
+        results = []
+        for fold in range(cfg.folds):
+            out = fold_dir(run_dir, fold, cfg.folds)
+            done = read_fold_result(out)
+            if done is not None:
+                if role.writes:  # a kill between writing result.json and removing the resume state
+                    (out / LAST_FILE).unlink(missing_ok=True)
+                say(f"fold {fold}: finished earlier (best val AUROC {done.best_val_auroc:.4f}), skipped")
+                results.append(done)
+                continue
+            if role.writes:
+                clean_stale_temporaries(out)
+            data = _fold_data(splits, fold, out, targets)
+            torch.manual_seed(cfg.seed + fold)
+            model = build_model(
+                cfg.model, in_dim=cohort.in_dim, n_classes=len(class_names), **cfg.model_overrides
+            )
+            trainer = FoldTrainer(
+                cfg,
+                model.to(device),
+                resolved_model,
+                class_names,
+                cohort.in_dim,
+                cache,
+                data,
+                device,
+                role,
+                console,
+            )
+            if trainer.restore():
+                say(f"fold {fold}: resuming after epoch {trainer.state.epoch}")
+            hook = (lambda epoch, row, f=fold: on_epoch_end(f, epoch, row)) if on_epoch_end else None
+            results.append(trainer.fit(hook))
+
+        summary = RunSummary(run_dir=run_dir, folds=results, reports=role.writes)
         if role.writes:
-            clean_stale_temporaries(out)
-        data = _fold_data(splits, fold, out, targets)
-        torch.manual_seed(cfg.seed + fold)
-        model = build_model(
-            cfg.model, in_dim=cohort.in_dim, n_classes=len(class_names), **cfg.model_overrides
-        )
-        trainer = FoldTrainer(
-            cfg,
-            model.to(device),
-            resolved_model,
-            class_names,
-            cohort.in_dim,
-            cache,
-            data,
-            device,
-            role,
-            console,
-        )
-        if trainer.restore():
-            say(f"fold {fold}: resuming after epoch {trainer.state.epoch}")
-        hook = (lambda epoch, row, f=fold: on_epoch_end(f, epoch, row)) if on_epoch_end else None
-        results.append(trainer.fit(hook))
-
-    summary = RunSummary(run_dir=run_dir, folds=results, reports=role.writes)
-    if role.writes:
-        body = {
-            "folds": [asdict(r) for r in results],
-            "best_val_auroc_mean": summary.mean_val_auroc,
-            "best_val_auroc_sd": summary.sd_val_auroc,
-        }
-        write_text_atomic(run_dir / SUMMARY_FILE, json.dumps(body, indent=2) + "\n")
-    return summary
+            body = {
+                "folds": [asdict(r) for r in results],
+                "best_val_auroc_mean": summary.mean_val_auroc,
+                "best_val_auroc_sd": summary.sd_val_auroc,
+            }
+            write_text_atomic(run_dir / SUMMARY_FILE, json.dumps(body, indent=2) + "\n")
+        return summary
 
 
 def _fold_data(splits: list[SplitRow], fold: int, out: Path, targets: dict[str, int]) -> FoldData:
