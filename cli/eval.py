@@ -16,7 +16,7 @@ class Split(StrEnum):
 
 
 class ScoreMethodChoice(StrEnum):
-    """`wsi_pipeline.models.SCORE_METHODS`, spelled out so `--help` needs no torch import (a test checks)."""
+    """`wsi_pipeline.models.SCORE_METHODS` spelled out, so `--help` needs no torch import; a test keeps them equal."""
 
     attention = "attention"
     relevance = "relevance"

@@ -7,3 +7,11 @@ def test_eval_yaml_equals_the_code_defaults() -> None:
     data = yaml.safe_load(CONFIG_FILE.read_text())
     assert set(data) == set(EvalConfig.model_fields)
     assert EvalConfig.model_validate(data) == EvalConfig()
+
+
+def test_the_cli_score_methods_are_the_models() -> None:
+    """`wsi eval --score-method` spells the methods out (no torch import for --help); they must stay equal."""
+    from cli.eval import ScoreMethodChoice
+    from wsi_pipeline.models import SCORE_METHODS
+
+    assert [m.value for m in ScoreMethodChoice] == list(SCORE_METHODS)

@@ -22,7 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from wsi_pipeline.batch import SlideOutcome
 from wsi_pipeline.config import write_resolved_config
-from wsi_pipeline.errors import ConfigError, WsiError
+from wsi_pipeline.devices import resolve_device
+from wsi_pipeline.errors import WsiError
 from wsi_pipeline.evaluate import heatmaps as hm
 from wsi_pipeline.evaluate.config import EvalConfig
 from wsi_pipeline.evaluate.metrics import classification_metrics, fold_summary
@@ -67,18 +68,6 @@ class EvalResult:
 def eval_dir(run_dir: Path, split: str) -> Path:
     """`eval/` for the test split (DESIGN §3); other splits get their own folder so none replaces another."""
     return run_dir / ("eval" if split == "test" else f"eval-{split}")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"device: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name} requested but no CUDA device is available")
-    return device
 
 
 def load_fold_models(info: RunInfo, device: torch.device) -> list[FoldModel]:

@@ -6,8 +6,6 @@ strictly because a partially loaded encoder still runs and silently produces mea
 """
 
 import hashlib
-import pickle
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import torch
 from torch import nn
 
 from wsi_pipeline.errors import WsiError
+from wsi_pipeline.stores.torch_files import load_torch_data
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 _DATA_PARALLEL_PREFIX = "module."
@@ -41,18 +40,11 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         except Exception as exc:
             raise WsiError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from exc
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        what = f" (it references {found.group(1)})" if found else ""
-        raise WsiError(
-            f"{path}: refused: loading this checkpoint would execute pickled code{what}; save a plain "
-            "state dict (torch.save(model.state_dict(), ...)) or a .safetensors file"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        reason = " ".join(str(exc).split())[:200]
-        raise WsiError(f"{path}: not a readable torch checkpoint (truncated or corrupt: {reason})") from exc
+    obj = load_torch_data(
+        path,
+        kind="readable torch checkpoint",
+        allowed="save a plain state dict (torch.save(model.state_dict(), ...)) or a .safetensors file",
+    )
     return _tensors_only(_unwrap(obj), path)
 
 

@@ -157,10 +157,7 @@ class MILModel(nn.Module, ABC):
             picked = picked_logits(ro.head(last.output), target)
             layers = (*earlier, last)
             grads = torch.autograd.grad(picked.sum(), [layer.output for layer in layers])
-        per_token = sum(
-            torch.einsum("bht,bhtd,bhd->bt", upcast(r.weights.detach()), upcast(r.values.detach()), upcast(g))
-            for r, g in zip(layers, grads, strict=True)
-        )
+        per_token = sum(readout_shares(r.weights, r.values, g) for r, g in zip(layers, grads, strict=True))
         return ro, per_token
 
 
@@ -184,8 +181,14 @@ def picked_logits(logits: Tensor, target: int | None) -> Tensor:
 def token_relevance(ro: ClsReadout, target: int | None = None) -> Tensor:
     """(B, T) additive shares of the read-out, projected on d logit[target] / d out (default: predicted class)."""
     require_autograd("relevance")
-    weights, values = ro.weights.detach(), ro.values.detach()
     with torch.enable_grad():
         out = ro.output().detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(picked_logits(ro.head(out), target).sum(), out)
-    return torch.einsum("bht,bhtd,bhd->bt", upcast(weights), upcast(values), upcast(grad))
+    return readout_shares(ro.weights, ro.values, grad)
+
+
+def readout_shares(weights: Tensor, values: Tensor, grad: Tensor) -> Tensor:
+    """(B, T): token t's share ``sum_h w[h, t] <g[h], v[h, t]>`` of a read-out, projected on its gradient."""
+    return torch.einsum(
+        "bht,bhtd,bhd->bt", upcast(weights.detach()), upcast(values.detach()), upcast(grad.detach())
+    )

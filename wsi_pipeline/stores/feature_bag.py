@@ -359,18 +359,11 @@ def _grid_stride(coords: np.ndarray) -> float:
 
 
 def _load_pt_features(path: Path) -> np.ndarray:
-    import pickle
-
     import torch
 
-    try:
-        tensor = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise WsiError(
-            f"{path}: refused: loading it would run pickled code; only plain tensors are read"
-        ) from exc
-    except (RuntimeError, OSError, EOFError) as exc:
-        raise WsiError(f"{path}: not a readable .pt feature file (truncated or corrupt: {exc})") from exc
+    from wsi_pipeline.stores.torch_files import load_torch_data
+
+    tensor = load_torch_data(path, kind="readable .pt feature file", allowed="only plain tensors are read")
     if not isinstance(tensor, torch.Tensor):
         raise WsiError(f"{path}: expected one (N, D) tensor, found {type(tensor).__name__}")
     if tensor.dim() == 3 and tensor.shape[0] == 1:

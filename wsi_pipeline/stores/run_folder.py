@@ -11,8 +11,6 @@ without the training code.
 
 import csv
 import io
-import pickle
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 from wsi_pipeline.config import read_yaml_mapping
 from wsi_pipeline.errors import WsiError
 from wsi_pipeline.stores.atomic import write_bytes_atomic, write_text_atomic
+from wsi_pipeline.stores.torch_files import load_torch_data
 
 CONFIG_FILE = "config.yaml"
 SPLITS_FILE = "splits.csv"
@@ -130,24 +129,12 @@ def torch_bytes(payload: Any) -> bytes:
 
 def load_checkpoint(path: Path) -> Checkpoint:
     """Load with `weights_only=True`: a checkpoint from elsewhere can hold data, never code."""
-    import torch
 
     if not path.is_file():
         raise WsiError(f"{path}: no such checkpoint; did training finish?")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL (\S+)", str(exc))
-        what = f" (it references {found.group(1)})" if found else ""
-        raise WsiError(
-            f"{path}: refused: loading it would execute pickled code{what}; a wsi checkpoint holds only "
-            "tensors and plain values"
-        ) from exc
-    except Exception as exc:
-        reason = " ".join(str(exc).split())[:200]
-        raise WsiError(
-            f"{path}: not a loadable checkpoint (truncated or corrupt: {type(exc).__name__}: {reason})"
-        ) from exc
+    payload = load_torch_data(
+        path, kind="loadable checkpoint", allowed="a wsi checkpoint holds only tensors and plain values"
+    )
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise WsiError(f"{path}: not a wsi checkpoint (expected format {CHECKPOINT_FORMAT})")
     return Checkpoint(

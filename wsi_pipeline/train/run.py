@@ -17,6 +17,7 @@ import torch
 from rich.console import Console
 
 from wsi_pipeline.config import read_yaml_mapping, write_resolved_config
+from wsi_pipeline.devices import resolve_device
 from wsi_pipeline.errors import ConfigError, WsiError
 from wsi_pipeline.stores.atomic import claimed_folder, clean_stale_temporaries, write_text_atomic
 from wsi_pipeline.stores.labels import check_trainable, read_label_table
@@ -63,18 +64,6 @@ class RunSummary:
             f"best val AUROC {self.mean_val_auroc:.4f} ± {self.sd_val_auroc:.4f} over {len(self.folds)} folds; "
             f"run folder {self.run_dir}"
         )
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"device: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name} requested but no CUDA device is available")
-    return device
 
 
 def _resumed_config(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
