@@ -7,7 +7,7 @@ so `tile_scores(method="attention")` is the classic ABMIL heatmap.
 
 from torch import Tensor, nn
 
-from wsi_pipeline.models.base import ClsReadout, MILModel, check_inputs, upcast
+from wsi_pipeline.models.base import ClsReadout, LayerReadout, MILModel, check_inputs, upcast
 from wsi_pipeline.models.config import ABMILConfig
 from wsi_pipeline.models.registry import register_model
 
@@ -30,7 +30,9 @@ class GatedAttentionMIL(MILModel):
             logits = logits.masked_fill(~mask, float("-inf"))
         return logits.softmax(dim=-1)
 
-    def readout(self, x: Tensor, mask: Tensor | None = None) -> ClsReadout:
+    def readouts(
+        self, x: Tensor, mask: Tensor | None, expose: bool
+    ) -> tuple[tuple[LayerReadout, ...], ClsReadout]:
         check_inputs(x, mask)
         h = self.embed(x.to(self.param_dtype))
         weights = self.attention(h, mask)
@@ -41,7 +43,7 @@ class GatedAttentionMIL(MILModel):
         def tiles(per_token: Tensor) -> Tensor:
             return per_token
 
-        return ClsReadout(weights=weights.unsqueeze(1), values=h.unsqueeze(1), head=head, tiles=tiles)
+        return (), ClsReadout(weights=weights.unsqueeze(1), values=h.unsqueeze(1), head=head, tiles=tiles)
 
 
 @register_model("abmil", ABMILConfig)

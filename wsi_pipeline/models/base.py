@@ -104,15 +104,22 @@ class MILModel(nn.Module, ABC):
         ro = self.readout(x, mask)
         return ro.head(ro.output())
 
-    @abstractmethod
     def readout(self, x: Tensor, mask: Tensor | None = None) -> ClsReadout:
         """Run the network up to its last read-out and return that read-out split per token."""
+        return self.readouts(x, mask, expose=False)[1]
 
     def layer_readouts(
         self, x: Tensor, mask: Tensor | None = None
     ) -> tuple[tuple[LayerReadout, ...], ClsReadout]:
-        """`readout`, plus every earlier class-token read-out on the graph path to it (none by default)."""
-        return (), self.readout(x, mask)
+        """`readout`, plus every earlier class-token read-out on the graph path to it."""
+        return self.readouts(x, mask, expose=True)
+
+    @abstractmethod
+    def readouts(
+        self, x: Tensor, mask: Tensor | None, expose: bool
+    ) -> tuple[tuple[LayerReadout, ...], ClsReadout]:
+        """The last read-out, split per token; with `expose`, also every earlier class-token read-out as a
+        node of the graph (`layer_relevance`). A network with a single read-out has no earlier ones."""
 
     def tile_scores(
         self,

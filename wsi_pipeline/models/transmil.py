@@ -72,15 +72,7 @@ class TransMIL(MILModel):
         self.norm = nn.LayerNorm(config.dim)
         self.classifier = nn.Linear(config.dim, n_classes)
 
-    def readout(self, x: Tensor, mask: Tensor | None = None) -> ClsReadout:
-        return self._readouts(x, mask, expose=False)[1]
-
-    def layer_readouts(
-        self, x: Tensor, mask: Tensor | None = None
-    ) -> tuple[tuple[LayerReadout, ...], ClsReadout]:
-        return self._readouts(x, mask, expose=True)
-
-    def _readouts(
+    def readouts(
         self, x: Tensor, mask: Tensor | None, expose: bool
     ) -> tuple[tuple[LayerReadout, ...], ClsReadout]:
         check_inputs(x, mask)

@@ -90,15 +90,7 @@ class ViTWSI(MILModel):
         cls = self.cls_token.expand(h.shape[0], -1, -1).to(h.dtype)
         return torch.cat([cls, h], dim=1), with_class_token(mask)
 
-    def readout(self, x: Tensor, mask: Tensor | None = None) -> ClsReadout:
-        return self._readouts(x, mask, expose=False)[1]
-
-    def layer_readouts(
-        self, x: Tensor, mask: Tensor | None = None
-    ) -> tuple[tuple[LayerReadout, ...], ClsReadout]:
-        return self._readouts(x, mask, expose=True)
-
-    def _readouts(
+    def readouts(
         self, x: Tensor, mask: Tensor | None, expose: bool
     ) -> tuple[tuple[LayerReadout, ...], ClsReadout]:
         h, token_mask = self.tokens(x, mask)
