@@ -72,7 +72,7 @@ def test_score_method_option_picks_the_heatmap_scores(trained_run: Path, tmp_pat
     """--score-method overrides the model's default; the GeoJSON carries that method's exact scores."""
     import torch
 
-    from wsi_pipeline.evaluate.run import load_fold_models
+    from wsi_pipeline.inference.fold_models import load_fold_models
 
     run = _copy(trained_run, tmp_path)
     result = CliRunner().invoke(app, ["--run", str(run), "--top-k", "0", "--score-method", method])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsi_pipeline.evaluate import heatmaps as hm
+from wsi_pipeline.inference import heatmaps as hm
 from wsi_pipeline.stores.tile_store import TileStore, TileStoreMeta, store_path, write_tile_store
 
 SLIDES = Path(__file__).resolve().parents[1] / "data" / "slides"

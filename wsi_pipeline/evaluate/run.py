@@ -24,32 +24,14 @@ from wsi_pipeline.batch import SlideOutcome
 from wsi_pipeline.config import write_resolved_config
 from wsi_pipeline.devices import resolve_device
 from wsi_pipeline.errors import WsiError
-from wsi_pipeline.evaluate import heatmaps as hm
 from wsi_pipeline.evaluate.config import EvalConfig
 from wsi_pipeline.evaluate.metrics import classification_metrics, fold_summary
 from wsi_pipeline.evaluate.plots import save_roc_png
+from wsi_pipeline.inference.fold_models import FoldModel, load_fold_models
+from wsi_pipeline.inference.slide_heatmap import HEATMAP_DIR, HeatmapSettings, write_slide_heatmap
 from wsi_pipeline.stores.atomic import claimed_folder, clean_stale_temporaries, write_text_atomic
 from wsi_pipeline.stores.labels import LabelTable, read_label_table
-from wsi_pipeline.stores.run_folder import (
-    CHECKPOINT_FILE,
-    SPLITS_FILE,
-    RunInfo,
-    fold_dir,
-    load_checkpoint,
-    read_run_info,
-    read_splits,
-)
-from wsi_pipeline.stores.tile_store import store_path
-
-HEATMAP_DIR = "heatmaps"
-STRIP_TILE_PX = 224
-
-
-@dataclass(frozen=True)
-class FoldModel:
-    fold: int
-    model: torch.nn.Module
-    in_dim: int
+from wsi_pipeline.stores.run_folder import SPLITS_FILE, RunInfo, read_run_info, read_splits
 
 
 @dataclass(frozen=True)
@@ -68,45 +50,6 @@ class EvalResult:
 def eval_dir(run_dir: Path, split: str) -> Path:
     """`eval/` for the test split (DESIGN §3); other splits get their own folder so none replaces another."""
     return run_dir / ("eval" if split == "test" else f"eval-{split}")
-
-
-def load_fold_models(info: RunInfo, device: torch.device) -> list[FoldModel]:
-    from wsi_pipeline.models import build_model
-
-    models = []
-    for fold in range(info.folds):
-        path = fold_dir(info.run_dir, fold, info.folds) / CHECKPOINT_FILE
-        ckpt = load_checkpoint(path)
-        if ckpt.class_names != info.class_names:
-            raise WsiError(f"{path}: classes {ckpt.class_names} differ from the run's {info.class_names}")
-        model = build_model(
-            ckpt.model_name, in_dim=ckpt.in_dim, n_classes=len(ckpt.class_names), **ckpt.model_config
-        )
-        _load_weights(model, ckpt.state_dict, ckpt.model_name, path)
-        models.append(FoldModel(fold, model.to(device).eval(), ckpt.in_dim))
-    return models
-
-
-def _load_weights(model: torch.nn.Module, state: dict[str, Any], model_name: str, path: Path) -> None:
-    """Weights that do not fit the model their checkpoint names (another model's, edited by hand) are one
-    line naming the file, not torch's list of every key."""
-    target = model.state_dict()
-    missing = [k for k in target if k not in state]
-    unexpected = [k for k in state if k not in target]
-    mis_shaped = [
-        k for k, v in target.items() if k in state and tuple(getattr(state[k], "shape", ())) != tuple(v.shape)
-    ]
-    problems = [
-        f"{len(keys)} {what} (e.g. {keys[0]})"
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped))
-        if keys
-    ]
-    if problems:
-        raise WsiError(
-            f"{path}: its weights do not fit the {model_name} model it names ({', '.join(problems)}); "
-            "is it the checkpoint of another model?"
-        )
-    model.load_state_dict(state)
 
 
 def slides_by_fold(info: RunInfo, split: str, table: LabelTable) -> dict[str, list[int]]:
@@ -172,6 +115,9 @@ class _SlideEvaluator:
         self.cfg, self.models, self.table, self.features = cfg, models, table, features
         self.out_dir, self.device = out_dir, device
         self.labels = table.by_slide()
+        self.heatmap_settings = HeatmapSettings(
+            cfg.tiles, cfg.slides_root, cfg.top_k, cfg.score_method, cfg.canvas_max_px, cfg.overlay_alpha
+        )
 
     def __call__(
         self, slide_id: str, folds: list[int], probs: dict[int, dict[str, np.ndarray]]
@@ -205,47 +151,20 @@ class _SlideEvaluator:
         reason = ""
         if self.cfg.heatmaps:
             try:
-                reason = self._heatmap(slide_id, bag, x, self.models[folds[0]], predicted, float(mean.max()))
+                fm = self.models[folds[0]]
+                fold = f", fold {fm.fold}" if len(self.models) > 1 else ""
+                title = (
+                    f"{slide_id}: predicted {predicted} (p={float(mean.max()):.2f}), "
+                    f"true {self.labels[slide_id].label}{fold}"
+                )
+                reason = write_slide_heatmap(
+                    self.out_dir / HEATMAP_DIR, slide_id, bag, x, fm, title, self.heatmap_settings
+                )
             except WsiError as exc:
                 return SlideOutcome(
                     slide_id, "failed", f"heatmap: {exc}", time.perf_counter() - start, fields
                 )
         return SlideOutcome(slide_id, "done", reason, time.perf_counter() - start, fields)
-
-    def _heatmap(
-        self, slide_id: str, bag: Any, x: torch.Tensor, fm: FoldModel, predicted: str, p: float
-    ) -> str:
-        """Write the PNG, GeoJSON and (when the slide is reachable) top-k strip; return a note or ''."""
-        method = self.cfg.score_method or fm.model.default_score_method
-        scores = fm.model.tile_scores(x, method=method)[0].cpu().numpy()
-        coords = bag.coords
-        tile_px = hm.tile_px_level0_of(bag.meta, coords, Path(bag.meta.get("path", slide_id)))
-        folder = self.out_dir / HEATMAP_DIR
-        canvas = None
-        if self.cfg.tiles is not None and store_path(self.cfg.tiles, slide_id).is_dir():
-            canvas = hm.thumbnail_canvas(store_path(self.cfg.tiles, slide_id), self.cfg.canvas_max_px)
-        canvas = canvas or hm.blank_canvas(coords, tile_px, self.cfg.canvas_max_px)
-        raster = hm.paint_scores(canvas.image.shape[:2], coords, tile_px, scores, canvas.downsample)
-        fold = f", fold {fm.fold}" if len(self.models) > 1 else ""
-        title = f"{slide_id}: predicted {predicted} (p={p:.2f}), true {self.labels[slide_id].label}{fold}"
-        hm.save_heatmap_png(folder / f"{slide_id}.png", canvas, raster, title, method, self.cfg.overlay_alpha)
-        hm.write_tiles_geojson(folder / f"{slide_id}.geojson", coords, tile_px, scores, method)
-        if self.cfg.top_k == 0:
-            return ""
-        slide = hm.find_slide(slide_id, bag.meta.get("slide_path"), self.cfg.slides_root)
-        if slide is None:
-            return "slide not reachable: no top-k strip"
-        hm.save_top_tiles(
-            folder / f"{slide_id}.topk.png",
-            slide,
-            coords,
-            tile_px,
-            scores,
-            self.cfg.top_k,
-            STRIP_TILE_PX,
-            f"{slide_id}: top {self.cfg.top_k} tiles ({method})",
-        )
-        return ""
 
 
 def run_evaluation(cfg: EvalConfig, run_dir: Path, console: Console | None = None) -> EvalResult:

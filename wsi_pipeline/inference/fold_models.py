@@ -1,0 +1,57 @@
+"""A run folder's fold models, rebuilt from their checkpoints (`wsi_pipeline.stores.run_folder`)."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wsi_pipeline.errors import WsiError
+from wsi_pipeline.stores.run_folder import CHECKPOINT_FILE, RunInfo, fold_dir, load_checkpoint
+
+
+@dataclass(frozen=True)
+class FoldModel:
+    fold: int
+    model: torch.nn.Module
+    in_dim: int
+
+
+def load_fold_models(info: RunInfo, device: torch.device, folds: list[int] | None = None) -> list[FoldModel]:
+    """The models of `folds` (default: every fold of the run), in eval mode on `device`."""
+    from wsi_pipeline.models import build_model
+
+    models = []
+    for fold in range(info.folds) if folds is None else folds:
+        path = fold_dir(info.run_dir, fold, info.folds) / CHECKPOINT_FILE
+        ckpt = load_checkpoint(path)
+        if ckpt.class_names != info.class_names:
+            raise WsiError(f"{path}: classes {ckpt.class_names} differ from the run's {info.class_names}")
+        model = build_model(
+            ckpt.model_name, in_dim=ckpt.in_dim, n_classes=len(ckpt.class_names), **ckpt.model_config
+        )
+        load_weights(model, ckpt.state_dict, ckpt.model_name, path)
+        models.append(FoldModel(fold, model.to(device).eval(), ckpt.in_dim))
+    return models
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, Any], model_name: str, path: Path) -> None:
+    """Weights that do not fit the model their checkpoint names (another model's, edited by hand) are one
+    line naming the file, not torch's list of every key."""
+    target = model.state_dict()
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    mis_shaped = [
+        k for k, v in target.items() if k in state and tuple(getattr(state[k], "shape", ())) != tuple(v.shape)
+    ]
+    problems = [
+        f"{len(keys)} {what} (e.g. {keys[0]})"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped))
+        if keys
+    ]
+    if problems:
+        raise WsiError(
+            f"{path}: its weights do not fit the {model_name} model it names ({', '.join(problems)}); "
+            "is it the checkpoint of another model?"
+        )
+    model.load_state_dict(state)
