@@ -7,6 +7,14 @@ after one warm-up step; memory is peak RSS on CPU, `torch.cuda.max_memory_alloca
 
     uv run python benchmarks/bench_attention.py                      # CPU, all models
     uv run python benchmarks/bench_attention.py --device cuda --amp bf16 --compile
+    # a whole 40x slide as one bag on CPU: vit_sf, fp16 features, chunked + checkpointed, one step
+    nice -n 10 uv run python benchmarks/bench_attention.py --models vit_sf --sizes 1000000 --features fp16 \
+        --chunk-tokens 65536 --warmups 0 --repeats 1 --time-limit 3600 --threads 2 --tag cpu_vit_sf_1M
+
+`--chunk-tokens` runs models that support it (`vit_sf`) chunk by chunk with activation checkpointing
+(wsi_pipeline/models/chunked.py): the same gradients, memory ~ the bag plus two hidden states. The load
+rule of benchmarks/_machine.py applies (`--allow-busy` labels a busy run instead of refusing it); the
+report is rewritten after every configuration, so a run cut short by `--budget-s` or a kill keeps its rows.
 
 Writes benchmarks/results/attention_<tag>.{json,md,png}.
 """
@@ -23,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _machine import LoadGuard, add_busy_argument, busy_banner
 
 MODELS = ["vit_sf", "vit_sf_ca", "vit_sima", "vit", "abmil", "transmil"]
 SIZES = [1_000, 2_000, 5_000, 10_000, 11_000, 25_000, 50_000, 100_000, 200_000]
@@ -41,11 +51,25 @@ def current_rss() -> int:
     return 0
 
 
+FEATURE_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def random_bag(n: int, in_dim: int, dtype_name: str, device: Any) -> Any:
+    """(1, n, in_dim) standard-normal features, drawn 2^16 tiles at a time: no float32 copy of a 10^6 bag."""
+    import torch
+
+    x = torch.empty(1, n, in_dim, dtype=getattr(torch, dtype_name), device=device)
+    for i in range(0, n, 65_536):
+        x[:, i : i + 65_536] = torch.randn(1, min(65_536, n - i), in_dim, device=device)
+    return x
+
+
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from torch import nn
 
     from wsi_pipeline.models import build_model
+    from wsi_pipeline.models.chunked import supports_chunking
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -53,9 +77,11 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     started = time.perf_counter()
     model = build_model(args.model, in_dim=args.in_dim, n_classes=2).to(device).train()
+    if args.chunk_tokens and hasattr(model, "use_chunks") and supports_chunking(model):
+        model.use_chunks(args.chunk_tokens)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     step_model = torch.compile(model) if args.compile else model
-    x = torch.randn(1, args.n, args.in_dim, device=device)
+    x = random_bag(args.n, args.in_dim, FEATURE_DTYPES[args.features], device)
     y = torch.tensor([1], device=device)
 
     def sync() -> None:
@@ -76,10 +102,11 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     setup_rss = current_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    warmups = [step() for _ in range(2 if args.compile else 1)]
+    warmups = [step() for _ in range(max(args.warmups, 2 if args.compile else 0))]
     budget = args.deadline - (time.perf_counter() - started)
-    row: dict[str, Any] = {"warmup_s": warmups[-1]}
-    if warmups[-1] * args.repeats > budget:
+    row: dict[str, Any] = {"warmup_s": warmups[-1]} if warmups else {}
+    row["chunk_tokens"] = getattr(model, "chunk_tokens", None)
+    if warmups and warmups[-1] * args.repeats > budget:
         # Say so now with the one step we have, rather than be killed later with nothing.
         row["status"] = "timeout"
     else:
@@ -131,7 +158,8 @@ def run_config(args: argparse.Namespace, model: str, n: int) -> dict[str, Any]:
     cmd = [
         sys.executable, __file__, "--worker", "--model", model, "--n", str(n), "--in-dim", str(args.in_dim),
         "--device", args.device, "--amp", args.amp, "--repeats", str(args.repeats),
-        "--deadline", str(args.time_limit), "--threads", str(args.threads),
+        "--deadline", str(args.time_limit), "--threads", str(args.threads), "--features", args.features,
+        "--chunk-tokens", str(args.chunk_tokens), "--warmups", str(args.warmups),
     ]  # fmt: skip
     if args.compile:
         cmd.append("--compile")
@@ -264,10 +292,13 @@ def markdown(report: dict[str, Any]) -> str:
     rows = {(r["model"], r["n"]): r for r in report["rows"]}
     models = report["settings"]["models"]
     lines = [
+        busy_banner(report["load"]) if "load" in report else "",
         f"Training step (fwd + bwd + AdamW), batch 1, {report['settings']['in_dim']}-d tiles, "
         f"device {report['settings']['device']}, amp {report['settings']['amp']}, "
-        f"compile {report['settings']['compile']}: median of {report['settings']['repeats']} steps after a "
-        f"warm-up; peak {'RSS' if report['settings']['device'] == 'cpu' else 'allocated memory'}.",
+        f"compile {report['settings']['compile']}, {report['settings'].get('features', 'fp32')} features, "
+        f"chunk_tokens {report['settings'].get('chunk_tokens') or 'off'} (models that support it): median of "
+        f"{report['settings']['repeats']} steps after {report['settings'].get('warmups', 1)} warm-up(s); "
+        f"peak {'RSS' if report['settings']['device'] == 'cpu' else 'allocated memory'}.",
         "",
         "| N | " + " | ".join(f"`{m}`" for m in models) + " |",
         "|---:|" + "---|" * len(models),
@@ -311,6 +342,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def sweep(args: argparse.Namespace) -> None:
+    guard = LoadGuard(threads=args.threads or 1, allow_busy=args.allow_busy)
     RESULTS.mkdir(parents=True, exist_ok=True)
     tag = (
         args.tag
@@ -328,9 +360,13 @@ def sweep(args: argparse.Namespace) -> None:
         },
         "rows": [],
     }
+    json_path = RESULTS / f"attention_{tag}.json"
+    started = time.perf_counter()
     for model in args.models:
         stopped = None
         for n in args.sizes:
+            if args.budget_s and time.perf_counter() - started > args.budget_s:
+                stopped = stopped or f"the {args.budget_s:.0f} s budget"
             if stopped:
                 report["rows"].append(
                     {"model": model, "n": n, "status": "skipped", "note": f"after {stopped}"}
@@ -339,19 +375,24 @@ def sweep(args: argparse.Namespace) -> None:
             row = run_config(args, model, n)
             report["rows"].append(row)
             print(json.dumps(row), flush=True)
+            report["partial"] = True
+            write_report(report, json_path, with_plot=False)  # a killed sweep keeps what it measured
             if row["status"] != "ok":
                 stopped = f"{row['status']} at N={n:,}"
     report["load_average_end"] = os.getloadavg()
-    write_report(report, RESULTS / f"attention_{tag}.json")
+    report["load"] = guard.finish()
+    report["partial"] = False
+    write_report(report, json_path)
 
 
-def write_report(report: dict[str, Any], json_path: Path) -> None:
+def write_report(report: dict[str, Any], json_path: Path, with_plot: bool = True) -> None:
     """JSON, Markdown table and log-log plot side by side; the summary is recomputed from the rows."""
     report["summary"] = summary({(r["model"], r["n"]): r for r in report["rows"]})
     json_path.write_text(json.dumps(report, indent=2))
     json_path.with_suffix(".md").write_text(markdown(report))
-    plot(report, json_path.with_suffix(".png"))
-    print(markdown(report))
+    if with_plot:
+        plot(report, json_path.with_suffix(".png"))
+        print(markdown(report))
 
 
 def main() -> None:
@@ -365,6 +406,12 @@ def main() -> None:
     parser.add_argument("--amp", default="none", choices=["none", "bf16"], help="autocast dtype")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmups", type=int, default=1, help="untimed steps first (2 with --compile)")
+    parser.add_argument("--features", default="fp32", choices=sorted(FEATURE_DTYPES), help="bag dtype")
+    parser.add_argument(
+        "--chunk-tokens", type=int, default=0, help="chunked + checkpointed steps where supported (0 = off)"
+    )
+    parser.add_argument("--budget-s", type=float, default=0.0, help="skip what is left after this (0 = none)")
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per configuration")
     parser.add_argument(
         "--mem-limit-gb", type=float, default=0.6 * available_memory() / 2**30,
@@ -375,6 +422,7 @@ def main() -> None:
     parser.add_argument(
         "--report-only", type=Path, help="rewrite the .md and .png of an existing JSON result"
     )
+    add_busy_argument(parser)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)

@@ -13,6 +13,10 @@
 
 Writes benchmarks/results/<name>.json and .md. Run: uv run python benchmarks/bench_extract.py; on a GPU
 machine: --device cuda --workers 8 15 --batch-size 256 --tiles 512 --rss-tiles --rss-pool-tiles --name extract-cuda
+
+Foundation models and stain normalisation (a separate mode): `--model uni h-optimus-0 --stain none macenko
+reinhard vahadane --name extract-models` times each extractor's forward on CPU (random weights, real tiles,
+one fresh process each, peak RSS) and the per-tile cost of each stain normaliser in one reader process.
 """
 
 import argparse
@@ -240,17 +244,187 @@ def child(model: str, tiles_dir: str, out_dir: str, batch_size: str, workers: st
 
 def register_bench_pool() -> None:
     """A 2048-d encoder costing almost nothing, so memory can be measured on many tiles in little time."""
+    import timm
     import torch
 
-    from wsi_pipeline.extract.registry import ExtractorSpec, register_extractor
-    from wsi_pipeline.extract.transforms import IMAGENET_MEAN, IMAGENET_STD, TileTransform
+    from wsi_pipeline.extract.recipes import ExtractorRecipe, register_extractor
 
-    @register_extractor("bench-pool")
-    def bench_pool(weights: Path | None) -> ExtractorSpec:
-        model = torch.nn.Sequential(
+    @timm.models.register_model
+    def bench_pool(pretrained: bool = False, **kwargs: object) -> torch.nn.Module:
+        return torch.nn.Sequential(
             torch.nn.AdaptiveAvgPool2d(16), torch.nn.Flatten(), torch.nn.Linear(768, 2048)
         )
-        return ExtractorSpec(model, TileTransform(TILE_PX, IMAGENET_MEAN, IMAGENET_STD), 2048, torch.bfloat16)
+
+    @register_extractor("bench-pool")
+    def bench_pool_recipe() -> ExtractorRecipe:
+        return ExtractorRecipe(
+            architecture="bench_pool",
+            input_px=TILE_PX,
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+            pooling="model",
+            feature_dim=2048,
+        )
+
+
+# ------------------------------------------------------------------------------- foundation models, stain
+
+
+def real_tiles(slide: Path, coords: np.ndarray, geometry: dict, n: int) -> list[np.ndarray]:
+    """`n` tissue tiles of the mosaic slide, read as `wsi extract` reads them (224 px over 256 µm)."""
+    from types import SimpleNamespace
+
+    from wsi_pipeline.slides.tiles import read_tile
+
+    tile_geometry = SimpleNamespace(tile_px=TILE_PX, **geometry)
+    with open_slide(slide) as reader:
+        return [read_tile(reader, tile_geometry, int(x), int(y)) for x, y in cycled(coords, n)]
+
+
+def model_child(
+    name: str, batch_size: int, batches: int, slide: str, coords_json: str, geometry_json: str
+) -> None:
+    """In a fresh process: build `name` (random init, as `wsi extract --random-init`), encode `batches`
+    batches of real tiles (preprocessing included) on CPU, print tiles/s and peak RSS as JSON."""
+    import torch
+
+    from wsi_pipeline.extract.engine import forward, prepare_model, resolve_runtime
+    from wsi_pipeline.extract.registry import build_extractor
+
+    started = time.perf_counter()
+    extractor = build_extractor(name, None, random_init=True)
+    build_s = time.perf_counter() - started
+    runtime = resolve_runtime("cpu", "auto", extractor.spec.precision)
+    model = prepare_model(extractor.spec.model, runtime)
+    tiles = real_tiles(Path(slide), np.array(json.loads(coords_json)), json.loads(geometry_json), batch_size)
+    transform = extractor.spec.transform
+    batch = torch.from_numpy(np.stack([transform.prepare(t) for t in tiles]))
+    seconds = []
+    with torch.inference_mode():
+        for _ in range(batches + 1):  # the first is a warm-up
+            t0 = time.perf_counter()
+            forward(model, transform.normalize(batch), runtime)
+            seconds.append(time.perf_counter() - t0)
+    status = Path("/proc/self/status").read_text().splitlines()
+    peak_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    measured = seconds[1:] or seconds
+    print(
+        json.dumps(
+            {
+                "model": name,
+                "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+                "batch_size": batch_size,
+                "batches": len(measured),
+                "tiles_per_s": batch_size * len(measured) / sum(measured),
+                "precision": runtime.precision_name,
+                "build_s": build_s,
+                "peak_rss_mib": round(peak_kib / 1024, 1),
+            }
+        )
+    )
+
+
+def bench_model(
+    name: str, batch_size: int, batches: int, slide: Path, coords: np.ndarray, geometry: dict
+) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--model-child",
+        name,
+        str(batch_size),
+        str(batches),
+        str(slide),
+        json.dumps(coords[:batch_size].tolist()),
+        json.dumps(geometry),
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_stain(tiles: list[np.ndarray], methods: list[str]) -> list[dict]:
+    """Tiles/s of the per-tile preparation (stain normalisation + resize) one worker does, per method."""
+    from wsi_pipeline.extract.stain import stain_normalizer
+    from wsi_pipeline.extract.transforms import TileTransform
+
+    started = time.perf_counter()
+    import tiatoolbox.tools.stainnorm  # noqa: F401 - paid once per run, not per method: timed apart
+
+    print(f"tiatoolbox import: {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    rows = []
+    for method in methods:
+        started = time.perf_counter()
+        normalizer = stain_normalizer(method, None)
+        fit_s = time.perf_counter() - started
+        transform = TileTransform(TILE_PX, (0.5,) * 3, (0.25,) * 3, stain=normalizer)
+        transform.prepare(tiles[0])
+        started = time.perf_counter()
+        for tile in tiles:
+            transform.prepare(tile)
+        seconds = time.perf_counter() - started
+        rows.append(
+            {"stain_norm": method, "tiles": len(tiles), "tiles_per_s": len(tiles) / seconds, "fit_s": fit_s}
+        )
+        print(f"stain {method}: {rows[-1]['tiles_per_s']:.1f} tiles/s per worker", file=sys.stderr)
+    return rows
+
+
+def models_markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads); "
+        f"load average {m['load_average_at_start'][0]:.1f} at start, {m['load_average_at_end'][0]:.1f} at end "
+        "(machine busy with other work: timings are noisy, lower bounds of an idle machine's).",
+    ]
+    if result["models"]:
+        lines += [
+            "",
+            "Foundation models on CPU (random weights, float32, real tissue tiles, preprocessing included; "
+            "one fresh process each, peak RSS of that process):",
+            "",
+            "| model | params M | batch | batches | tiles/s | peak RSS MiB | build s |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+    for r in result["models"]:
+        lines.append(
+            f"| {r['model']} | {r['params_m']:.0f} | {r['batch_size']} | {r['batches']} | {r['tiles_per_s']:.3f} "
+            f"| {r['peak_rss_mib']:.0f} | {r['build_s']:.0f} |"
+        )
+    if result["stain"]:
+        lines += [
+            "",
+            f"Stain normalisation cost per DataLoader worker ({result['stain'][0]['tiles']} tiles of 224 px, "
+            "one process; fit once per run):",
+            "",
+            "| --stain-norm | tiles/s per worker | fit s |",
+            "|---|---:|---:|",
+        ]
+        lines += [
+            f"| {r['stain_norm']} | {r['tiles_per_s']:.1f} | {r['fit_s']:.2f} |" for r in result["stain"]
+        ]
+    lines += ["", f"GPU: {NO_GPU}", ""]
+    return "\n".join(lines)
+
+
+def models_main(args: argparse.Namespace) -> None:
+    result = {"machine": machine(), "command": " ".join(["python", *sys.argv])}
+    slide = mosaic_slide(*args.mosaic)
+    coords, geometry = tissue_coords(slide)
+    result["models"] = []
+    for name in args.model or []:
+        result["models"].append(
+            bench_model(name, args.model_batch_size, args.model_batches, slide, coords, geometry)
+        )
+        print(f"{name}: {result['models'][-1]['tiles_per_s']:.3f} tiles/s", file=sys.stderr)
+    tiles = real_tiles(slide, coords, geometry, args.stain_tiles) if args.stain else []
+    result["stain"] = bench_stain(tiles, args.stain) if args.stain else []
+    result["machine"]["load_average_at_end"] = os.getloadavg()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(models_markdown(result))
+    print(models_markdown(result))
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -353,9 +527,26 @@ def main() -> None:
         help="the slide of bench_tile.py",
     )
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--model", nargs="*", help="foundation-model mode: CPU tiles/s and peak RSS of these extractors"
+    )
+    parser.add_argument("--model-batch-size", type=int, default=4)
+    parser.add_argument("--model-batches", type=int, default=1, help="timed batches after one warm-up")
+    parser.add_argument(
+        "--stain", nargs="*", default=[], help="with --model: per-tile cost of these --stain-norm methods"
+    )
+    parser.add_argument("--stain-tiles", type=int, default=32)
+    parser.add_argument("--model-child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
+        return
+    if args.model_child:
+        name, batch_size, batches, *rest = args.model_child
+        model_child(name, int(batch_size), int(batches), *rest)
+        return
+    if args.model or args.stain:
+        models_main(args)
         return
 
     if args.threads:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _machine import LoadGuard  # benchmarks/_machine.py, next to this script
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
@@ -302,6 +303,8 @@ def main() -> None:
     tag = args.tag or f"{name}_{args.device}"
 
     conditions = [Condition.parse(c) for c in args.conditions]
+    # AUROC and top-k precision do not depend on load: recorded, never refused (benchmarks/_machine.py).
+    guard = LoadGuard(threads=torch.get_num_threads(), timing=False)
     report: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -330,6 +333,7 @@ def main() -> None:
                 )
     report["wall_s"] = time.perf_counter() - started
     report["load_average_end"] = os.getloadavg()
+    report["load"] = guard.finish()
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_report(report, RESULTS / f"signal_{tag}.json")
 

@@ -37,14 +37,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks._machine import LoadGuard, add_busy_argument, busy_banner  # noqa: E402
 from benchmarks._slides import mosaic_slide  # noqa: E402
 from wsi_pipeline import __version__  # noqa: E402
-from wsi_pipeline.slides import open_slide, resolve_mpp  # noqa: E402
+from wsi_pipeline.slides import open_slide  # noqa: E402
 from wsi_pipeline.tiling.config import TileConfig  # noqa: E402
-from wsi_pipeline.tiling.filters import edge_fraction, laplacian_variance, to_gray, white_fraction  # noqa: E402
-from wsi_pipeline.tiling.geometry import TileGeometry, grid_coords, plan_geometry, tissue_fractions  # noqa: E402
-from wsi_pipeline.tiling.slide import SlideJob, thumbnail_px_for, tile_slide  # noqa: E402
-from wsi_pipeline.tiling.tissue import tissue_mask  # noqa: E402
+from wsi_pipeline.tiling.filters import edge_fraction, focus_score, to_gray, white_fraction  # noqa: E402
+from wsi_pipeline.tiling.geometry import TileGeometry  # noqa: E402
+from wsi_pipeline.tiling.slide import SlideJob, plan_slide, tile_slide  # noqa: E402
 
 OUT = REPO / "benchmarks" / "out" / "tile"
 RESULTS = REPO / "benchmarks" / "results"
@@ -53,15 +53,10 @@ CHUNK = 32
 
 
 def candidate_tiles(slide: Path, cfg: TileConfig) -> tuple[np.ndarray, TileGeometry]:
-    """The tiles `wsi tile` reads, by the same library functions `tile_slide` uses."""
+    """The tiles `wsi tile` reads, by the same library function `tile_slide` uses."""
     with open_slide(slide) as reader:
-        mpp, _ = resolve_mpp(reader, cfg.mpp)
-        geometry = plan_geometry(reader, mpp, cfg.tile_um, cfg.tile_px)
-        thumbnail = reader.thumbnail(thumbnail_px_for(reader.level0_px, geometry.tile_px_level0))
-        mask = tissue_mask(thumbnail, cfg.tissue_method, mpp * reader.level0_px[0] / thumbnail.shape[1])
-        grid = grid_coords(reader.level0_px, geometry.tile_px_level0)
-        fractions = tissue_fractions(mask, reader.level0_px, grid, geometry.tile_px_level0)
-    return grid[fractions >= cfg.min_tissue], geometry
+        plan = plan_slide(reader, cfg)
+    return plan.candidates, plan.geometry
 
 
 def threaded(
@@ -146,7 +141,7 @@ def per_tile_costs(slide: Path, coords: np.ndarray, geometry: TileGeometry, n: i
         "to RGB + resize": 0.0,
         "gray + white": 0.0,
         "canny edge fraction": 0.0,
-        "laplacian": 0.0,
+        "focus score": 0.0,
     }
     for x, y in sample:
         t0 = time.perf_counter()
@@ -155,11 +150,11 @@ def per_tile_costs(slide: Path, coords: np.ndarray, geometry: TileGeometry, n: i
         rgb = np.asarray(resize_tile(region.convert("RGB"), geometry.tile_px))
         t2 = time.perf_counter()
         gray = to_gray(rgb)
-        white_fraction(gray, 240)
+        white_fraction(gray, TileConfig().white_gray)
         t3 = time.perf_counter()
         edge_fraction(gray)
         t4 = time.perf_counter()
-        laplacian_variance(gray)
+        focus_score(gray, geometry.tile_um / geometry.tile_px)
         t5 = time.perf_counter()
         for key, seconds in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
             steps[key] += seconds
@@ -191,7 +186,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    add_busy_argument(parser)
     args = parser.parse_args()
+    guard = LoadGuard(threads=max(args.workers), allow_busy=args.allow_busy)  # benchmarks/_machine.py
 
     slide = mosaic_slide(*MOSAIC)
     with open_slide(slide) as reader:
@@ -247,6 +244,7 @@ def main() -> None:
         "overhead_vs_raw": overhead,
         "per_tile_ms_one_thread": per_tile_costs(slide, coords, geometry),
     }
+    result["load"] = guard.finish()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "tile.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "tile.md").write_text(markdown(result))
@@ -257,6 +255,7 @@ def markdown(result: dict) -> str:
     slide, rates, overhead = result["slide"], result["tiles_per_s"], result["overhead_vs_raw"]
     workers = list(rates["raw"])
     lines = [
+        busy_banner(result["load"]) if "load" in result else "",
         f"Slide: {slide['name']}, {slide['level0_px'][0]} x {slide['level0_px'][1]} px at {slide['mpp']} µm/px, "
         f"{slide['tiles']} tissue tiles read at level {slide['read_level']} as {slide['read_px']} px -> "
         f"{slide['tile_px']} px. Median of {result['repeats']} runs (best in brackets).",

@@ -1,10 +1,14 @@
-"""What every command shares: one-line errors, `--debug`, and the consoles."""
+"""What every command shares: one-line errors, `--debug`, the consoles, and options derived from the
+stages' config models (help text, choices, `--print-config`), so each default is stated once, there."""
 
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum, StrEnum
+from typing import Any, get_args
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 
 from wsi_pipeline.errors import WsiError
@@ -39,3 +43,58 @@ def user_errors(debug: bool) -> Iterator[None]:
             raise
         message = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise fail(f"unexpected {message} (re-run with --debug for the traceback)") from None
+
+
+def field_help(model: type[BaseModel], key: str, extra: str = "", default: str | None = None) -> str:
+    """`--help` text of the option for `model.key`: the field's description and default, stated once there.
+
+    Read from the pydantic class alone (no torch import), so `--help` stays instant. `default` replaces the
+    field's default where another rule sets it (e.g. per model).
+    """
+    field = model.model_fields[key]
+    value = field.get_default(call_default_factory=True)
+    shown_value = default if default is not None else _shown(value)
+    hidden = default is None and (value is None or value is False or value in ([], {}, ""))
+    shown = "" if hidden else f" \\[default: {shown_value}]"
+    text = (field.description or "").strip()
+    sentence = text if not text or text.endswith(".") else f"{text}."  # a leading value name keeps its case
+    return " ".join(p for p in (sentence, extra) if p) + shown
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def literal_choices(name: str, literal: Any) -> type[StrEnum]:
+    """A `StrEnum` of a `Literal[...]`'s values, for a Typer option: the config model's type is the one
+    list of allowed values, and the CLI's choices follow it."""
+    return StrEnum(name, {str(v): str(v) for v in get_args(literal)})  # type: ignore[return-value]
+
+
+def config_overrides(model: type[BaseModel], options: dict[str, Any]) -> dict[str, Any]:
+    """The command's options that are settings of `model` (same name), enum choices as their values; None
+    means "not given", so the config file or the code default applies (`wsi_pipeline.config.load_config`)."""
+    return {
+        key: value.value if isinstance(value, Enum) else value
+        for key, value in options.items()
+        if key in model.model_fields
+    }
+
+
+PrintConfigOption = typer.Option(
+    False,
+    "--print-config",
+    help="Print the resolved settings (defaults < --config < options) as YAML and exit.",
+)
+
+
+def print_config(config: BaseModel) -> None:
+    """`--print-config`: the settings the command would run with, on stdout, in `--config` format."""
+    from wsi_pipeline.config import dump_config
+
+    sys.stdout.write(dump_config(config))
+    raise typer.Exit(0)

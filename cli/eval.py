@@ -1,75 +1,75 @@
 """`wsi eval`: parse options, resolve the config, call `wsi_pipeline.evaluate.run_evaluation`."""
 
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 
-from cli.common import DebugOption, console, user_errors
+from cli.common import (
+    DebugOption,
+    PrintConfigOption,
+    config_overrides,
+    console,
+    field_help,
+    literal_choices,
+    print_config,
+    user_errors,
+)
+from wsi_pipeline.batch import exit_code, print_summary
+from wsi_pipeline.config import load_config
+from wsi_pipeline.evaluate.config import EvalConfig, EvalLevel, EvalSplit, default_config_file
+from wsi_pipeline.models.config import ScoreMethod
+
+# Choices of the config model's own Literal types (`wsi_pipeline/evaluate/config.py`).
+Split = literal_choices("Split", EvalSplit)
+Level = literal_choices("Level", EvalLevel)
+HeatmapScale = literal_choices("HeatmapScale", EvalConfig.model_fields["heatmap_scale"].annotation)
 
 
-class Split(StrEnum):
-    test = "test"
-    val = "val"
-    train = "train"
-    all = "all"
+def _help(key: str) -> str:
+    return field_help(EvalConfig, key)
 
 
-class ScoreMethodChoice(StrEnum):
-    """`wsi_pipeline.models.SCORE_METHODS` spelled out, so `--help` needs no torch import; a test keeps them equal."""
-
-    attention = "attention"
-    relevance = "relevance"
-    layer_relevance = "layer_relevance"
+# The models' own list of score methods (`wsi_pipeline.models.config`, torch-free: `--help` stays instant).
+ScoreMethodChoice = literal_choices("ScoreMethodChoice", ScoreMethod)
 
 
 def eval_(
     run: Path = typer.Option(..., "--run", help="Run folder made by `wsi train`."),
-    features: Path = typer.Option(None, "--features", help="Folder of feature bags (default: the run's)."),
-    labels: Path = typer.Option(None, "--labels", help="Labels CSV (default: the run's)."),
-    split: Split = typer.Option(
-        None, "--split", help="Slides to evaluate: test (default), val, train, or all (external cohort)."
-    ),
-    heatmaps: bool = typer.Option(
-        None, "--heatmaps/--no-heatmaps", help="Write per-slide heatmaps (default on)."
-    ),
-    tiles: Path = typer.Option(
-        None, "--tiles", help="Folder of tile stores, for thumbnails under the heatmaps."
-    ),
-    slides_root: Path = typer.Option(
-        None, "--slides-root", help="Folder of the slides, for the top-k tile strips."
-    ),
-    top_k: int = typer.Option(
-        None, "--top-k", min=0, help="Tiles in each top-scoring strip (default 8; 0 = none)."
-    ),
-    score_method: ScoreMethodChoice = typer.Option(
-        None,
-        "--score-method",
-        help="Tile scores for the heatmaps (default: the model's own, see wsi_pipeline/models/README.md).",
-    ),
+    features: Path = typer.Option(None, "--features", help=_help("features")),
+    labels: Path = typer.Option(None, "--labels", help=_help("labels")),
+    split: Split = typer.Option(None, "--split", help=_help("split")),
+    include_seen: bool = typer.Option(None, "--include-seen", help=_help("include_seen")),
+    level: Level = typer.Option(None, "--level", help=_help("level")),
+    out: Path = typer.Option(None, "--out", help=_help("out")),
+    heatmaps: bool = typer.Option(None, "--heatmaps/--no-heatmaps", help=_help("heatmaps")),
+    tiles: Path = typer.Option(None, "--tiles", help=_help("tiles")),
+    slides_root: Path = typer.Option(None, "--slides-root", help=_help("slides_root")),
+    top_k: int = typer.Option(None, "--top-k", min=0, help=_help("top_k")),
+    score_method: ScoreMethodChoice = typer.Option(None, "--score-method", help=_help("score_method")),
+    scale: HeatmapScale = typer.Option(None, "--scale", help=_help("heatmap_scale")),
     config: Path = typer.Option(None, "--config", help="YAML config; default configs/eval.yaml."),
+    show_config: bool = PrintConfigOption,
     debug: bool = DebugOption,
 ) -> None:
     """Evaluate a run: AUROC with 95% CI, predictions, ROC plot, and per-slide heatmaps."""
     with user_errors(debug):
-        from wsi_pipeline.batch import exit_code, print_summary
-        from wsi_pipeline.config import load_config
-        from wsi_pipeline.evaluate import EvalConfig, run_evaluation
-        from wsi_pipeline.evaluate.config import default_config_file
+        columns = ["tiles", "label", "predicted", "scored by"]
 
-        overrides = {
-            "features": features,
-            "labels": labels,
-            "split": split.value if split is not None else None,
-            "heatmaps": heatmaps,
-            "tiles": tiles,
-            "slides_root": slides_root,
-            "top_k": top_k,
-            "score_method": score_method.value if score_method is not None else None,
-        }
+        overrides = config_overrides(EvalConfig, locals())  # options named after a setting
+        overrides["heatmap_scale"] = scale.value if scale is not None else None
         cfg = load_config(EvalConfig, config or default_config_file(), overrides)
-        result = run_evaluation(cfg, run, console=console)
-        print_summary(console, "wsi eval", result.outcomes, ["tiles", "label", "predicted"])
+        if show_config:
+            print_config(cfg)
+        from wsi_pipeline.evaluate.run import NoSlideEvaluated, run_evaluation  # heavy: torch, matplotlib
+
+        try:
+            result = run_evaluation(cfg, run, console=console)
+        except NoSlideEvaluated as exc:
+            print_summary(console, "wsi eval", exc.outcomes, columns)
+            raise
+        print_summary(console, "wsi eval", result.outcomes, columns)
+        for line in result.report_lines():
+            console.print(line, highlight=False, soft_wrap=True)
         typer.echo(result.final_line())
         code = exit_code(result.outcomes)
     if code:

@@ -1,67 +1,107 @@
-"""`wsi extract`: tile stores -> feature bags. Parses options and calls wsi_pipeline.extract."""
+"""`wsi extract`: tile stores -> feature bags. Parses options and calls wsi_pipeline.extract.
+
+Option help comes from `ExtractConfig` (descriptions and defaults), so each default is stated once.
+"""
 
 from pathlib import Path
+from typing import Any, get_type_hints
 
 import typer
 
-from cli.common import DebugOption, console, user_errors
+from cli.common import (
+    DebugOption,
+    PrintConfigOption,
+    config_overrides,
+    console,
+    field_help,
+    literal_choices,
+    print_config,
+    user_errors,
+)
+from wsi_pipeline.errors import ConfigError
+from wsi_pipeline.extract.config import ExtractConfig
+
+_TYPES = get_type_hints(ExtractConfig)
+Device = literal_choices("Device", _TYPES["device"])
+Dtype = literal_choices("Dtype", _TYPES["dtype"])
+Precision = literal_choices("Precision", _TYPES["precision"])
+StainNorm = literal_choices("StainNorm", _TYPES["stain_norm"])
+
+
+def _option(key: str, flag: str, extra: str = "") -> Any:
+    return typer.Option(None, flag, help=field_help(ExtractConfig, key, extra), show_default=False)
+
+
+TILES_DIR = typer.Argument(
+    None, help="Folder of tile stores (<slide_id>.zarr) made by wsi tile.", show_default=False
+)
+OUT = typer.Option(Path("features"), "--out", help="Folder for the feature bags (<slide_id>.h5).")
+MODEL = _option(
+    "model",
+    "--model",
+    "Built in: retccl, uni, uni2-h, virchow2, h-optimus-0, h-optimus-1, gigapath, ctranspath.",
+)
+EXTRACTOR_SPEC = _option("extractor_spec", "--extractor-spec")
+LIST_MODELS = typer.Option(
+    False, "--list-models", help="Print the extractors (dim, input px, µm/px, licence) and exit."
+)
+WEIGHTS = _option("weights", "--weights")
+RANDOM_INIT = typer.Option(
+    False, "--random-init", help="Run without weights on purpose (demos, tests); recorded in every bag."
+)
+BATCH_SIZE = _option("batch_size", "--batch-size")
+WORKERS = _option("workers", "--workers")
+DEVICE = _option("device", "--device")
+DTYPE = _option("dtype", "--dtype")
+PRECISION = _option("precision", "--precision")
+STAIN_NORM = _option("stain_norm", "--stain-norm")
+STAIN_TARGET = _option("stain_target", "--stain-target")
+SLIDES_ROOT = _option("slides_root", "--slides-root")
+OVERWRITE = typer.Option(False, "--overwrite", help="Recompute bags that already exist.")
+CONFIG = typer.Option(None, "--config", help="YAML file of settings (see configs/extract.yaml).")
+BACKEND = typer.Option(
+    "local",
+    "--backend",
+    help="local: slides one after the other here; ray: one Ray task per slide (needs the cluster extra).",
+)
+ADDRESS = typer.Option(
+    None,
+    "--address",
+    help=(
+        "Ray cluster to run on: HEAD:6379, auto, or ray://HEAD:10001 \\[default: RAY_ADDRESS, "
+        "else start Ray on this machine]. Tile stores, slides and --out must be on a file system "
+        "all nodes share."
+    ),
+)
+GPUS_PER_TASK = typer.Option(
+    None,
+    "--gpus-per-task",
+    help="With --backend ray on CUDA: the GPU share each slide task reserves \\[default: 1].",
+)
 
 
 def extract(
-    tiles_dir: Path = typer.Argument(..., help="Folder of tile stores (<slide_id>.zarr) made by wsi tile."),
-    out: Path = typer.Option(Path("features"), "--out", help="Folder for the feature bags (<slide_id>.h5)."),
-    model: str | None = typer.Option(
-        None, "--model", help="Extractor: retccl (default) or timm:<architecture>."
-    ),
-    weights: Path | None = typer.Option(
-        None, "--weights", help="Extractor weights: a state dict (.pt/.pth) or .safetensors file."
-    ),
-    random_init: bool = typer.Option(
-        False, "--random-init", help="Run without weights on purpose (demos, tests); recorded in every bag."
-    ),
-    batch_size: int | None = typer.Option(
-        None, "--batch-size", help="Tiles per forward pass \\[default: 64]."
-    ),
-    workers: str | None = typer.Option(
-        None,
-        "--workers",
-        help="Processes reading tiles, or auto (1 on CPU; cores - 1, at most 16, on CUDA) \\[default: auto].",
-    ),
-    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda \\[default: auto]."),
-    dtype: str | None = typer.Option(
-        None, "--dtype", help="Stored features: float16 | float32 \\[default: float16]."
-    ),
-    precision: str | None = typer.Option(
-        None,
-        "--precision",
-        help="Compute: auto (bf16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16.",
-    ),
-    slides_root: Path | None = typer.Option(
-        None, "--slides-root", help="Find slides by file name under this folder (they moved since tiling)."
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Recompute bags that already exist."),
-    config: Path | None = typer.Option(
-        None, "--config", help="YAML file of settings (see configs/extract.yaml)."
-    ),
-    backend: str = typer.Option(
-        "local",
-        "--backend",
-        help="local: slides one after the other here; ray: one Ray task per slide (needs the cluster extra).",
-    ),
-    address: str | None = typer.Option(
-        None,
-        "--address",
-        help=(
-            "Ray cluster to run on: HEAD:6379, auto, or ray://HEAD:10001 \\[default: RAY_ADDRESS, "
-            "else start Ray on this machine]. Tile stores, slides and --out must be on a file system "
-            "all nodes share."
-        ),
-    ),
-    gpus_per_task: float | None = typer.Option(
-        None,
-        "--gpus-per-task",
-        help="With --backend ray on CUDA: the GPU share each slide task reserves \\[default: 1].",
-    ),
+    tiles_dir: Path | None = TILES_DIR,
+    out: Path = OUT,
+    model: str | None = MODEL,
+    extractor_spec: Path | None = EXTRACTOR_SPEC,
+    list_models: bool = LIST_MODELS,
+    weights: Path | None = WEIGHTS,
+    random_init: bool = RANDOM_INIT,
+    batch_size: str | None = BATCH_SIZE,
+    workers: str | None = WORKERS,
+    device: Device | None = DEVICE,
+    dtype: Dtype | None = DTYPE,
+    precision: Precision | None = PRECISION,
+    stain_norm: StainNorm | None = STAIN_NORM,
+    stain_target: Path | None = STAIN_TARGET,
+    slides_root: Path | None = SLIDES_ROOT,
+    overwrite: bool = OVERWRITE,
+    config: Path | None = CONFIG,
+    backend: str = BACKEND,
+    address: str | None = ADDRESS,
+    gpus_per_task: float | None = GPUS_PER_TASK,
+    print_settings: bool = PrintConfigOption,
     debug: bool = DebugOption,
 ) -> None:
     """Encode every tile of every tile store into a feature bag (features N x D, coords N x 2 level-0 px).
@@ -71,31 +111,43 @@ def extract(
     A slide that fails is reported and the others go on; the exit code is 1 if any failed.
     """
     with user_errors(debug):
+        if list_models:
+            _print_models()
+            return
+        if model is not None and extractor_spec is not None:
+            raise ConfigError("--model and --extractor-spec exclude each other")
+        from wsi_pipeline.config import load_config
+
+        given = config_overrides(ExtractConfig, locals())
+        given.update(random_init=random_init or None, overwrite=overwrite or None)
+        settings = load_config(ExtractConfig, config, given)
+        if print_settings:
+            print_config(settings)
+        if tiles_dir is None:
+            raise ConfigError("missing TILES_DIR (a folder of tile stores made by wsi tile)")
         from wsi_pipeline.backends import parse_backend
         from wsi_pipeline.batch import exit_code, print_summary
-        from wsi_pipeline.config import load_config
-        from wsi_pipeline.extract.config import ExtractConfig
-        from wsi_pipeline.extract.run import SUMMARY_COLUMNS, extract_stores
+        from wsi_pipeline.extract.run import SUMMARY_COLUMNS, extract_stores  # heavy: torch, timm
 
-        settings = load_config(
-            ExtractConfig,
-            config,
-            {
-                "model": model,
-                "weights": weights,
-                "random_init": random_init or None,
-                "batch_size": batch_size,
-                "workers": workers,
-                "device": device,
-                "dtype": dtype,
-                "precision": precision,
-                "slides_root": slides_root,
-                "overwrite": overwrite or None,
-            },
-        )
         run_on = parse_backend(backend, address, gpus_per_task=gpus_per_task)
         outcomes = extract_stores(tiles_dir, out, settings, console, debug=debug, backend=run_on)
         print_summary(console, "wsi extract", outcomes, SUMMARY_COLUMNS)
         code = exit_code(outcomes)
     if code:
         raise typer.Exit(code)
+
+
+def _print_models() -> None:
+    """The registered extractors as a table; imports only the recipes (no torch)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from wsi_pipeline.extract.catalog import model_table
+
+    rows = model_table()
+    table = Table(title="wsi extract --model NAME --weights FILE (or timm:<architecture>, --extractor-spec)")
+    for column in rows[0]:
+        table.add_column(column, no_wrap=column != "licence")
+    for row in rows:
+        table.add_row(*row.values())
+    Console().print(table)  # stdout: it is the command's output

@@ -8,6 +8,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from cli import demo, extract, models, predict, tile, train
+from cli import eval as eval_cmd  # a module here, not the builtin
 from wsi_pipeline import __version__
 
 
@@ -74,21 +76,14 @@ def main(
     """Whole-slide-image pipeline."""
 
 
-def _register() -> None:
-    from cli import extract, tile
-
-    app.command("tile")(tile.tile)
-    app.command("extract")(extract.extract)
-    from cli import eval as eval_cmd, train  # noqa: I001 - eval is a module here, not the builtin
-
-    app.command("train")(train.train)
-    app.command("eval")(eval_cmd.eval_)
-    from cli import demo
-
-    app.command("demo")(demo.demo)
-
-
-_register()
+# In the order `wsi --help` lists them: the pipeline's stages first.
+app.command("tile")(tile.tile)
+app.command("extract")(extract.extract)
+app.command("train")(train.train)
+app.command("eval")(eval_cmd.eval_)
+app.command("predict")(predict.predict)
+app.command("demo")(demo.demo)
+app.command("models")(models.models)
 
 if __name__ == "__main__":  # `python -m cli.main`, where the `wsi` script is not installed
     app(prog_name="wsi")

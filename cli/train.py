@@ -1,76 +1,86 @@
 """`wsi train`: parse options, resolve the config, call `wsi_pipeline.train.run_training`."""
 
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 
-from cli.common import DebugOption, console, user_errors
+from cli.common import (
+    DebugOption,
+    PrintConfigOption,
+    config_overrides,
+    console,
+    fail,
+    field_help,
+    literal_choices,
+    print_config,
+    user_errors,
+)
+from wsi_pipeline.train.config import (
+    MODEL_DEFAULTS,
+    CacheMode,
+    FeatureNorm,
+    SelectOn,
+    TrainConfig,
+    resolve_train_config,
+)
+
+# Choices of the config model's own Literal types (`wsi_pipeline/train/config.py`).
+FeatureNormChoice = literal_choices("FeatureNormChoice", FeatureNorm)
+SelectOnChoice = literal_choices("SelectOnChoice", SelectOn)
+CacheChoice = literal_choices("CacheChoice", CacheMode)
+PER_MODEL = "per model (`--model M --print-config` shows it)"
 
 
-class Cache(StrEnum):
-    memory = "memory"
-    device = "device"
-    none = "none"
+def _help(key: str) -> str:
+    """The option's help from `TrainConfig`'s field; settings some models set their own way say so."""
+    per_model = any(key in defaults for defaults in MODEL_DEFAULTS.values())
+    return field_help(TrainConfig, key, default=PER_MODEL if per_model else None)
 
 
 def train(
-    features: Path = typer.Option(
-        None, "--features", help="Folder of feature bags <slide_id>.h5 (wsi extract)."
-    ),
-    labels: Path = typer.Option(None, "--labels", help="CSV with slide_id,label[,patient_id,split]."),
+    features: Path = typer.Option(None, "--features", help=_help("features")),
+    labels: Path = typer.Option(None, "--labels", help=_help("labels")),
     out: Path = typer.Option(..., "--out", help="Run folder to create, e.g. runs/NAME."),
-    model: str = typer.Option(
-        None, "--model", help="Aggregator: vit_sf (default), vit, vit_sima, vit_sf_ca, abmil, transmil."
+    model: str = typer.Option(None, "--model", help=_help("model")),
+    config: Path = typer.Option(
+        None, "--config", help="YAML file of settings (as --print-config prints them); options override it."
     ),
-    config: Path = typer.Option(None, "--config", help="YAML config; default configs/train/<model>.yaml."),
-    epochs: int = typer.Option(None, "--epochs", min=1, help="Maximum epochs (default 100)."),
-    lr: float = typer.Option(None, "--lr", help="Peak learning rate of AdamW (default 1e-4)."),
-    weight_decay: float = typer.Option(None, "--weight-decay", help="AdamW weight decay (default 1e-2)."),
-    seed: int = typer.Option(
-        None, "--seed", help="Seed of splits, initialisation and bag order (default 0)."
-    ),
-    folds: int = typer.Option(
-        None, "--folds", min=1, help="k-fold cross-validation on patients (default 1)."
-    ),
-    patience: int = typer.Option(
-        None, "--patience", min=1, help="Epochs without better val AUROC (default 10)."
-    ),
-    device: str = typer.Option(None, "--device", help="auto (default), cpu, cuda, cuda:1, ..."),
-    max_tiles: int = typer.Option(
-        None, "--max-tiles", min=1, help="Random tiles per bag and step (default: whole bags)."
-    ),
-    cache: Cache = typer.Option(
-        None, "--cache", help="Bags in RAM as fp16 (memory, default), on the GPU (device), or re-read (none)."
-    ),
+    epochs: int = typer.Option(None, "--epochs", min=1, help=_help("epochs")),
+    lr: float = typer.Option(None, "--lr", help=_help("lr")),
+    weight_decay: float = typer.Option(None, "--weight-decay", help=_help("weight_decay")),
+    seed: int = typer.Option(None, "--seed", help=_help("seed")),
+    folds: int = typer.Option(None, "--folds", min=1, help=_help("folds")),
+    patience: int = typer.Option(None, "--patience", min=1, help=_help("patience")),
+    device: str = typer.Option(None, "--device", help=_help("device")),
+    max_tiles: int = typer.Option(None, "--max-tiles", min=1, help=_help("max_tiles")),
+    cache: CacheChoice = typer.Option(None, "--cache", help=_help("cache")),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from its last finished epoch, or start it."
     ),
-    allow_missing: bool = typer.Option(
-        None, "--allow-missing", help="Train without labelled slides that have no bag."
-    ),
+    allow_missing: bool = typer.Option(None, "--allow-missing", help=_help("allow_missing")),
+    require_patient_id: bool = typer.Option(None, "--require-patient-id", help=_help("require_patient_id")),
+    feature_norm: FeatureNormChoice = typer.Option(None, "--feature-norm", help=_help("feature_norm")),
+    select_on: SelectOnChoice = typer.Option(None, "--select-on", help=_help("select_on")),
+    min_epochs: int = typer.Option(None, "--min-epochs", min=1, help=_help("min_epochs")),
+    calibrate: bool = typer.Option(None, "--calibrate/--no-calibrate", help=_help("calibrate")),
+    threads: int = typer.Option(None, "--threads", min=1, help=_help("threads")),
+    show_config: bool = PrintConfigOption,
     debug: bool = DebugOption,
 ) -> None:
     """Train a slide classifier on feature bags: splits, whole-bag training, best checkpoint by val AUROC."""
     with user_errors(debug):
-        from wsi_pipeline.train import resolve_train_config, run_training
-
-        overrides = {
-            "features": features,
-            "labels": labels,
-            "model": model,
-            "epochs": epochs,
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "seed": seed,
-            "folds": folds,
-            "patience": patience,
-            "device": device,
-            "max_tiles": max_tiles,
-            "cache": cache.value if cache is not None else None,
-            "allow_missing": allow_missing,
-        }
+        overrides = config_overrides(TrainConfig, locals())  # options named after a setting
         cfg = resolve_train_config(config, overrides, out, resume)
-        summary = run_training(cfg, out, resume=resume, console=console)
+        if show_config:
+            print_config(cfg)
+        from wsi_pipeline.train.run import run_training  # heavy: torch
+
+        try:
+            summary = run_training(cfg, out, resume=resume, console=console)
+        except KeyboardInterrupt:
+            # The saved config.yaml supplies every other option, so this command resumes exactly.
+            raise fail(
+                f"interrupted; finished epochs are kept: resume with `wsi train --out {out} --resume`", 130
+            ) from None
         if summary.reports:
             typer.echo(summary.final_line())

@@ -98,7 +98,8 @@ def test_slides_to_heatmaps(tmp_path: Path) -> None:
     out = run / "eval"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_slides"] == 2 and metrics["n_per_class"] == {"cmu": 1, "tcga": 1}
-    assert metrics["auroc"] is not None and metrics["auroc_ci"] is not None
+    # One slide per class: an AUROC but no interval (fewer than 10 patients per class, issue 12).
+    assert metrics["auroc"] is not None and metrics["auroc_ci"] is None and "ci_note" in metrics
     for slide_id in ("CMU-2", "TCGA-CR-7392-01A-01-TS1"):
         n_tiles = load_bag(tmp_path / "features" / f"{slide_id}.h5").n_tiles
         assert n_tiles > 0

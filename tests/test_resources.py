@@ -30,7 +30,7 @@ def test_installed_copy_wins_over_the_source_tree(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(resources, "SOURCE_ROOT", tmp_path / "no-checkout")
 
     assert resources.configs_dir() == installed / "configs"
-    assert (resources.configs_dir() / "train" / "vit_sf.yaml").is_file()
+    assert (resources.configs_dir() / "tcga_nsclc.yaml").is_file()
     assert resources.demo_slides_dir() == installed / "demo_slides"
     assert (installed / "demo_slides" / "SOURCES.md").is_file()
 

@@ -88,7 +88,7 @@ def import_ray(*, loopback: bool = False) -> ModuleType:
         # keeps every Ray process on 127.0.0.1: nothing outside this machine can reach the private Ray.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
-        import ray
+        import ray  # optional extra `cluster`, heavy: only for --backend ray
     except ImportError as exc:
         raise WsiError(
             f"--backend ray needs Ray, which is the optional 'cluster' extra of wsi ({INSTALL_HINT})"

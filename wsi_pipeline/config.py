@@ -1,8 +1,9 @@
 """Stage configuration: code defaults < `--config FILE` (YAML) < command-line options.
 
-Each stage has a pydantic model with `extra="forbid"`, whose defaults equal `configs/<stage>.yaml` (a test
-keeps the two in step). Errors become one line that names the offending key, because a typo in a config
-file is the most common mistake and a pydantic dump is not a message.
+Each stage has a pydantic model with `extra="forbid"` that states every default once; `wsi <stage>
+--print-config` shows the resolved settings in the format `--config` reads. Errors become one line that
+names the offending key, because a typo in a config file is the most common mistake and a pydantic dump is
+not a message.
 """
 
 from enum import Enum
@@ -15,26 +16,16 @@ from pydantic_core import to_jsonable_python
 
 from wsi_pipeline.errors import ConfigError
 from wsi_pipeline.stores.atomic import write_text_atomic
+from wsi_pipeline.stores.yaml_file import read_yaml_mapping
 
 M = TypeVar("M", bound=BaseModel)
-
-
-def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{where}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of keys to values, got {type(data).__name__}")
-    return data
+__all__ = [
+    "describe_validation_error",
+    "dump_config",
+    "load_config",
+    "read_yaml_mapping",
+    "write_resolved_config",
+]
 
 
 def describe_validation_error(error: ValidationError, source: str) -> str:

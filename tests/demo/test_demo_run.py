@@ -13,9 +13,7 @@ from wsi_pipeline.demo.config import DemoConfig
 from wsi_pipeline.demo.run import run_demo
 from wsi_pipeline.stores.feature_bag import read_bag_attrs
 
-AUROC_LINE = re.compile(
-    r"^demo test AUROC (\d\.\d{3}) \(95% CI (\d\.\d{3})-(\d\.\d{3})\) on (\d+) test slides"
-)
+AUROC_LINE = re.compile(r"^demo mechanics check: test AUROC (\d\.\d{3}) on (\d+) test crops .*NOT a result")
 
 
 @pytest.mark.slow
@@ -28,8 +26,9 @@ def test_demo_reports_auroc_and_existing_paths_then_resumes(tmp_path: Path) -> N
     assert match, lines[0]
     metrics = json.loads((out / "runs" / "demo" / "eval" / "metrics.json").read_text())
     assert float(match.group(1)) == pytest.approx(metrics["auroc"], abs=5e-4)
-    assert float(match.group(2)) == pytest.approx(metrics["auroc_ci"]["low"], abs=5e-4)
-    assert int(match.group(4)) == metrics["n_slides"]
+    # The crops of a class share one patient in truth: no interval is printed (issue 12, item 11).
+    assert "CI" not in lines[0].replace("no confidence interval", "") and "no confidence interval" in lines[0]
+    assert int(match.group(2)) == metrics["n_slides"]
     assert len(metrics["n_per_class"]) == 2 and min(metrics["n_per_class"].values()) >= 1
     assert "not a diagnosis" in lines[1] and "RANDOM-INIT" in lines[1]
 

@@ -43,3 +43,16 @@ def kfold_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with single_thread():
         run_training(quick_config(root, epochs=1, folds=3), root / "run")
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def patient_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-split run on 32 bags of 16 patients (two slides each, patient_id column)."""
+    from tests.bags import write_labels
+
+    root = tmp_path_factory.mktemp("patients")
+    slides = small_cohort(root, 32, slides_per_patient=2, tiles=(20, 40))
+    write_labels(root / "labels.csv", slides, patient_column=True)
+    with single_thread():
+        run_training(quick_config(root, epochs=1), root / "run")
+    return root / "run"

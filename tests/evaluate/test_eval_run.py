@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -39,11 +40,22 @@ def test_eval_writes_every_listed_output(trained_run: Path, tmp_path: Path) -> N
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["n_slides"] == len(test_ids)
     assert {"auroc", "auroc_ci", "accuracy", "balanced_accuracy", "n_per_class"} <= set(metrics)
-    assert metrics["auroc_ci"]["level"] == 0.95 and metrics["auroc_ci"]["n_resamples"] == 1000
+    # A handful of test patients per class: no interval, and a note that says why.
+    assert metrics["auroc_ci"] is None and "fewer than 10 patients" in metrics["ci_note"]
+    assert metrics["n_patients"] == len(test_ids) and metrics["scored"]["held-out"] == len(test_ids)
     assert sum(metrics["n_per_class"].values()) == len(test_ids)
 
     rows = _read_csv(out / "predictions.csv")
-    assert list(rows[0]) == ["slide_id", "patient_id", "label", "prob_negative", "prob_positive", "predicted"]
+    assert list(rows[0])[:8] == [  # then the heatmap's deletion-test columns
+        "slide_id",
+        "patient_id",
+        "label",
+        "prob_negative",
+        "prob_positive",
+        "predicted",
+        "source",
+        "scored_by",
+    ]
     assert [r["slide_id"] for r in rows] == test_ids
     for r in rows:
         assert float(r["prob_negative"]) + float(r["prob_positive"]) == pytest.approx(1, abs=1e-5)
@@ -107,12 +119,18 @@ def test_kfold_eval_pools_out_of_fold_predictions_and_reports_each_fold(
     assert not (run / "eval" / "heatmaps").exists()
 
 
+def _external_cohort(folder: Path, n: int) -> Path:
+    """`n` bags of patients the runs never saw (synthetic ids restart at patient 0, so they are renamed)."""
+    slides = make_cohort(folder, n, planted_fraction=0.3, tiles=(20, 40), dim=SMALL_DIM, seed=7)
+    for s in slides:
+        (folder / f"{s.slide_id}.h5").rename(folder / f"EXT-{s.slide_id}.h5")
+    renamed = [replace(s, slide_id=f"EXT-{s.slide_id}", patient_id=f"EXT-{s.patient_id}") for s in slides]
+    return write_labels(folder.with_suffix(".csv"), renamed)
+
+
 def test_external_cohort_with_split_all_averages_the_folds(kfold_run: Path, tmp_path: Path) -> None:
     run = _copy(kfold_run, tmp_path)
-    external = make_cohort(
-        tmp_path / "external", 6, planted_fraction=0.3, tiles=(20, 40), dim=SMALL_DIM, seed=7
-    )
-    labels = write_labels(tmp_path / "external.csv", external)
+    labels = _external_cohort(tmp_path / "external", 6)
     result = run_evaluation(
         EvalConfig(split="all", features=tmp_path / "external", labels=labels, n_bootstrap=10, top_k=0), run
     )

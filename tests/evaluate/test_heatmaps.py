@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.stores.helpers import make_meta
 from wsi_pipeline.inference import heatmaps as hm
-from wsi_pipeline.stores.tile_store import TileStore, TileStoreMeta, store_path, write_tile_store
+from wsi_pipeline.stores.tile_store import TileStore, store_path, write_tile_store
 
 SLIDES = Path(__file__).resolve().parents[1] / "data" / "slides"
 
@@ -68,26 +69,7 @@ def test_geojson_is_one_closed_square_per_tile_with_its_score(tmp_path: Path) ->
 
 
 def _tile_store(path: Path, thumbnail: np.ndarray, downsample: float) -> None:
-    meta = TileStoreMeta(
-        slide_id=path.stem,
-        slide_path="x.svs",
-        slide_bytes=1,
-        slide_mtime=0.0,
-        mpp_level0=0.5,
-        mpp_source="metadata",
-        tile_px=224,
-        tile_um=256.0,
-        tile_px_level0=512,
-        read_level=0,
-        read_downsample=1.0,
-        thumbnail_downsample=downsample,
-        tissue_method="otsu",
-        thresholds={},
-        n_candidates=0,
-        n_kept=0,
-        rejected={},
-        wsi_version="test",
-    )
+    meta = make_meta(slide_id=path.stem, thumbnail_downsample=downsample, n_candidates=0, n_kept=0)
     empty = np.zeros(0, np.float32)
     write_tile_store(
         path,
@@ -123,13 +105,51 @@ def test_tile_size_falls_back_to_the_grid_stride() -> None:
     assert hm.tile_px_level0_of({"tile_px_level0": 512}, coords, Path("b.h5")) == 512
 
 
-def test_top_tiles_are_read_from_the_slide_found_under_slides_root(tmp_path: Path) -> None:
+def test_the_slide_is_found_under_slides_root() -> None:
     slide = hm.find_slide("CMU-1-Small-Region", "/elsewhere/CMU-1-Small-Region.svs", SLIDES)
     assert slide == SLIDES / "CMU-1-Small-Region.svs"
     assert hm.find_slide("CMU-1-Small-Region", None, SLIDES) == slide
     assert hm.find_slide("nope", "/elsewhere/nope.svs", SLIDES) is None
+
+
+def test_the_strip_reads_the_k_best_tiles_best_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which tiles the strip shows: the regions read from the slide, recorded, are the top-k by score."""
+    import wsi_pipeline.slides as slides_module
+
+    read_at: list[tuple[int, int]] = []
+    open_slide = slides_module.open_slide
+
+    def recording_open_slide(path: Path):
+        context = open_slide(path)
+        reader = context.__enter__()
+        original = reader.read_region
+
+        def read_region(x: int, y: int, *args: object, **kwargs: object) -> np.ndarray:
+            read_at.append((x, y))
+            return original(x, y, *args, **kwargs)
+
+        monkeypatch.setattr(reader, "read_region", read_region)
+        return _Entered(context, reader)
+
+    monkeypatch.setattr(slides_module, "open_slide", recording_open_slide)
     coords = np.array([[0, 0], [512, 512], [1024, 1024], [1536, 512]])
     png = tmp_path / "strip.png"
-    hm.save_top_tiles(png, slide, coords, 512, np.array([0.1, 0.9, 0.5, 0.7]), k=3, tile_px=64, title="top 3")
+    scores = np.array([0.1, 0.9, 0.5, 0.7])
+    shown = hm.save_top_tiles(png, SLIDES / "CMU-1-Small-Region.svs", coords, 512, scores, 3, 64, "top 3")
+    assert shown == 3
+    assert read_at == [(512, 512), (1536, 512), (1024, 1024)]  # scores 0.9, 0.7, 0.5; never 0.1
     with Image.open(png) as image:
         assert image.format == "PNG" and image.size[0] > image.size[1]
+
+
+class _Entered:
+    """A context manager handing out an already-entered reader, and closing it on exit."""
+
+    def __init__(self, context: object, reader: object) -> None:
+        self._context, self._reader = context, reader
+
+    def __enter__(self) -> object:
+        return self._reader
+
+    def __exit__(self, *exc: object) -> None:
+        self._context.__exit__(*exc)  # type: ignore[attr-defined]

@@ -41,7 +41,7 @@ def test_balanced_accuracy_counts_each_class_equally() -> None:
 def test_perfect_separation_gives_a_degenerate_interval_at_one() -> None:
     targets = np.array([0, 0, 0, 1, 1, 1])
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.4, 0.6], [0.3, 0.7], [0.1, 0.9]])
-    m = classification_metrics(targets, probs, ("a", "b"), n_bootstrap=200)
+    m = classification_metrics(targets, probs, ("a", "b"), n_bootstrap=200, min_patients_per_class=3)
     assert m["auroc"] == 1.0 and (m["auroc_ci"]["low"], m["auroc_ci"]["high"]) == (1.0, 1.0)
 
 

@@ -20,7 +20,7 @@ TISSUE_COORDS = np.array([[1026, 513], [1026, 1026], [513, 2052], [1026, 2052], 
 
 
 def make_store(tiles_dir: Path, slide: Path, coords: np.ndarray, *, level0_tile: bool = False) -> Path:
-    """A store for `slide` keeping `coords`, with the geometry `wsi tile` records (DESIGN §4).
+    """A store for `slide` keeping `coords`, with the geometry `wsi tile` records (README.md, `wsi tile`).
 
     The read level is the coarsest not coarser than the target scale, unless `level0_tile` forces level 0.
     """

@@ -33,10 +33,13 @@ def test_unknown_config_key_is_one_line_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_bad_option_value_is_one_line_error(tmp_path: Path) -> None:
+def test_bad_option_value_names_the_choices(tmp_path: Path) -> None:
+    """The option's choices are the config field's Literal (cli/common.literal_choices): a usage error."""
     result = CliRunner().invoke(app, [str(tmp_path), "--dtype", "float64"])
-    assert result.exit_code == 1
-    assert "dtype" in result.output and "float64" in result.output
+    assert result.exit_code == 2
+    assert "--dtype" in result.output and "float64" in result.output and "float16" in result.output
+    result = CliRunner().invoke(app, [str(tmp_path), "--stain-norm", "macenk"])
+    assert result.exit_code == 2 and "vahadane" in result.output
 
 
 def test_registered_in_wsi_and_help_stays_light() -> None:

@@ -9,7 +9,8 @@ from safetensors.torch import save_file
 
 from tests.extract.helpers import torchvision_resnet50_state
 from wsi_pipeline.errors import WsiError
-from wsi_pipeline.extract.registry import RANDOM_INIT, build_extractor, register_extractor, state_sha256
+from wsi_pipeline.extract.recipes import register_extractor
+from wsi_pipeline.extract.registry import RANDOM_INIT, build_extractor, state_sha256
 from wsi_pipeline.extract.weights import sha256_file
 
 
@@ -47,7 +48,7 @@ def test_retccl_rejects_another_layout_listing_keys(tmp_path: Path) -> None:
         build_extractor("retccl", path, random_init=False)
     message = str(error.value)
     assert "\n" not in message and str(path) in message
-    assert "missing 1 keys: layer4.2.bn3.running_var" in message
+    assert "retccl checkpoint" in message and "missing 1 keys: layer4.2.bn3.running_var" in message
     assert "unexpected 1 keys: projector.0.weight" in message
     assert "conv1.weight (64, 3, 3, 3) != (64, 3, 7, 7)" in message
 
@@ -122,24 +123,38 @@ def test_timm_extractor_from_safetensors(tmp_path: Path) -> None:
 
 
 def test_unknown_names_are_one_line_errors() -> None:
-    with pytest.raises(WsiError, match=r"unknown extractor 'retcl'.*retccl, timm:<architecture>"):
+    with pytest.raises(
+        WsiError, match=r"unknown extractor 'retcl'.*retccl, uni, uni2-h, virchow2, timm:<architecture>"
+    ):
         build_extractor("retcl", None, random_init=True)
     with pytest.raises(WsiError, match="timm has no architecture 'resnet_5O'"):
         build_extractor("timm:resnet_5O", None, random_init=True)
 
 
 def test_registering_an_extractor_is_one_function() -> None:
-    from wsi_pipeline.extract.registry import _REGISTRY, ExtractorSpec
-    from wsi_pipeline.extract.transforms import IMAGENET_MEAN, IMAGENET_STD, TileTransform
+    """A decorated function returning its recipe; the name is listed, built, and cannot be taken twice."""
+    from wsi_pipeline.extract.catalog import extractor_names
+    from wsi_pipeline.extract.recipes import EXTRACTORS, ExtractorRecipe
 
-    @register_extractor("test-pool")
-    def pool(weights: Path | None) -> ExtractorSpec:
-        model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())
-        return ExtractorSpec(model, TileTransform(32, IMAGENET_MEAN, IMAGENET_STD), 48, torch.bfloat16)
+    @register_extractor("test-resnet18")
+    def resnet18() -> ExtractorRecipe:
+        return ExtractorRecipe(
+            architecture="resnet18",
+            input_px=64,
+            mean=(0.5,) * 3,
+            std=(0.25,) * 3,
+            pooling="model",
+            feature_dim=512,
+        )
 
     try:
-        assert build_extractor("test-pool", None, random_init=True).feature_dim == 48
-        with pytest.raises(ValueError, match="taken"):
-            register_extractor("test-pool")(pool)
+        assert "test-resnet18" in extractor_names()
+        extractor = build_extractor("test-resnet18", None, random_init=True)
+        assert extractor.feature_dim == 512 and extractor.spec.input_px == 64
+        assert extractor.attrs()["extractor_spec"]["architecture"] == "resnet18"
+        with pytest.raises(ValueError, match="already registered"):
+            register_extractor("test-resnet18")(resnet18)
+        with pytest.raises(ValueError, match="reserved"):
+            register_extractor("timm:mine")
     finally:
-        del _REGISTRY["test-pool"]
+        del EXTRACTORS._entries["test-resnet18"]

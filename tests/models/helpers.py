@@ -4,7 +4,7 @@ import torch
 
 from wsi_pipeline.models import MILModel, build_model
 
-ALL_MODELS = ["abmil", "transmil", "vit", "vit_sf", "vit_sf_ca", "vit_sima"]
+ALL_MODELS = ["abmil", "mean_linear", "meanmax_mlp", "transmil", "vit", "vit_sf", "vit_sf_ca", "vit_sima"]
 VITS = ["vit", "vit_sf", "vit_sf_ca", "vit_sima"]
 IN_DIM = 24
 
@@ -14,6 +14,8 @@ IN_DIM = 24
 NARROW: dict[str, dict[str, object]] = {
     **{name: {"dim": 32, "heads": 4, "dim_head": 8, "mlp_dim": 48} for name in VITS},
     "abmil": {"embed_dim": 40, "attention_dim": 16},
+    "mean_linear": {},
+    "meanmax_mlp": {"embed_dim": 16},
     "transmil": {"dim": 32, "heads": 4, "dim_head": 8, "landmarks": 6, "dropout": 0.0},
 }
 

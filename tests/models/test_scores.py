@@ -22,6 +22,11 @@ def full_network_logits(model, x: torch.Tensor) -> torch.Tensor:
         h = model.embed(x)
         a = model.attention_w(model.attention_v(h).tanh() * model.attention_u(h).sigmoid()).softmax(dim=1)
         return model.classifier((a * h).sum(dim=1))
+    if name == "MeanLinear":
+        return model.classifier(x.mean(dim=1))
+    if name == "MeanMaxMLP":
+        h = model.embed(x)
+        return model.classifier(torch.cat([h.mean(dim=1), h.amax(dim=1)], dim=-1))
     assert name == "TransMIL"
     n = x.shape[1]
     side = int(torch.ceil(torch.tensor(n) ** 0.5))
@@ -161,7 +166,9 @@ def test_exposing_every_readout_changes_no_logit(name: str) -> None:
     x = bag(19, dtype=torch.float64)
     earlier, ro = model.layer_readouts(x)
     expected_earlier = (
-        {"abmil": 0, "transmil": 1}[name] if name in ("abmil", "transmil") else model.config.depth - 1
+        {"abmil": 0, "mean_linear": 0, "meanmax_mlp": 0, "transmil": 1}[name]
+        if name in ("abmil", "mean_linear", "meanmax_mlp", "transmil")
+        else model.config.depth - 1
     )
     assert len(earlier) == expected_earlier
     for layer in earlier:

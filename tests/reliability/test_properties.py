@@ -24,7 +24,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from wsi_pipeline.config import dump_config, load_config
@@ -114,8 +114,18 @@ def _strategy(annotation: Any, info: FieldInfo | None = None) -> st.SearchStrate
 
 
 def configs(model: type[BaseModel]) -> st.SearchStrategy[BaseModel]:
+    """Valid configs: every field's own range, and only combinations the model's cross-field rules accept
+    (e.g. `mpp_override` needs `mpp`)."""
     fields = {name: _strategy(info.annotation, info) for name, info in model.model_fields.items()}
-    return st.fixed_dictionaries({}, optional=fields).map(lambda values: model(**values))
+    drawn = st.fixed_dictionaries({}, optional=fields).map(lambda values: _built(model, values))
+    return drawn.filter(lambda config: config is not None)
+
+
+def _built(model: type[BaseModel], values: dict[str, Any]) -> BaseModel | None:
+    try:
+        return model(**values)
+    except ValidationError:
+        return None
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)

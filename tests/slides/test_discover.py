@@ -54,3 +54,13 @@ def test_two_slides_with_one_id_are_an_error(tmp_path: Path) -> None:
 def test_no_arguments_is_an_error() -> None:
     with pytest.raises(WsiError, match="no slides given"):
         find_slides([])
+
+
+def test_folders_yield_plain_images_as_their_files_would(tmp_path: Path) -> None:
+    """PNG and JPEG files are slides when named one by one, so a folder of them is one too; the QC images
+    `wsi tile` writes are not."""
+    png = _touch(tmp_path / "tma" / "core-1.png")
+    jpg = _touch(tmp_path / "tma" / "core-2.JPEG")
+    _touch(tmp_path / "tma" / "core-1.qc.png")
+    assert find_slides([tmp_path / "tma"]) == [png, jpg]
+    assert find_slides([png]) == [png]

@@ -16,15 +16,30 @@ def test_defaults_equal_configs_tile_yaml() -> None:
     assert yaml.safe_load(CONFIG_FILE.read_text()) == TileConfig().model_dump(mode="json")
 
 
-def test_defaults_are_the_design_values() -> None:
+def test_defaults_are_the_documented_values() -> None:
+    """STAMP's geometry and brightness cut-off; the thresholds chosen in README.md (`wsi tile`)."""
     cfg = TileConfig()
-    assert (cfg.tile_um, cfg.tile_px, cfg.mpp, cfg.tissue_method) == (256.0, 224, None, "otsu")
-    assert (cfg.min_tissue, cfg.white_gray, cfg.max_white_fraction, cfg.min_edge_fraction) == (
-        0.5,
-        240,
-        0.5,
-        0.02,
+    assert (cfg.tile_um, cfg.tile_px, cfg.mpp, cfg.mpp_override, cfg.tissue_method) == (
+        256.0,
+        224,
+        None,
+        False,
+        "otsu",
     )
+    assert (cfg.min_tissue, cfg.max_ink_fraction, cfg.white_gray, cfg.max_white_fraction) == (
+        0.2,
+        0.02,
+        224,
+        0.8,
+    )
+    assert (cfg.min_edge_fraction, cfg.min_focus) == (0.02, 4.0)
+
+
+def test_mpp_override_without_mpp_is_one_line() -> None:
+    with pytest.raises(ConfigError, match="mpp_override needs mpp") as error:
+        load_config(TileConfig, None, {"mpp_override": True})
+    assert "\n" not in str(error.value)
+    assert load_config(TileConfig, None, {"mpp_override": True, "mpp": 0.5}).mpp_override
 
 
 def test_options_override_the_file(tmp_path: Path) -> None:
@@ -55,7 +70,9 @@ def test_out_of_range_values_name_the_key(key: str, value: object) -> None:
 def test_thresholds_cover_every_filter_setting() -> None:
     assert set(TileConfig().thresholds()) == {
         "min_tissue",
+        "max_ink_fraction",
         "white_gray",
         "max_white_fraction",
         "min_edge_fraction",
+        "min_focus",
     }

@@ -45,7 +45,9 @@ def quick_config(root: Path, **overrides: Any) -> TrainConfig:
         "lr": 1e-3,
         "warmup_epochs": 0.5,
         "patience": 10,
+        "min_epochs": 1,
         "device": "cpu",
+        "threads": 1,
     }
     values.update(overrides)
     return TrainConfig(**values)

@@ -29,7 +29,7 @@ def test_lr_warms_up_linearly_then_decays_by_cosine() -> None:
 
 
 def test_early_stopping_prefers_auroc_then_lower_loss() -> None:
-    stopper = EarlyStopping(patience=2)
+    stopper = EarlyStopping(patience=2, select_on="auroc")
     assert stopper.update(0.8, 0.5, 1)
     assert stopper.update(1.0, 0.6, 2)
     assert stopper.update(1.0, 0.4, 3)  # same AUROC, lower loss: better
@@ -53,8 +53,10 @@ def test_run_folder_holds_config_splits_history_and_a_weights_only_checkpoint(tm
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == [
         LOCK_FILE,
+        "baseline.json",
         "checkpoint.pt",
         "config.yaml",
+        "extractor.json",
         "history.csv",
         "result.json",
         "splits.csv",

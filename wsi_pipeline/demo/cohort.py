@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from wsi_pipeline.demo.config import DemoConfig
 from wsi_pipeline.errors import WsiError
+from wsi_pipeline.progress import progress_bar
 from wsi_pipeline.resources import CMU_SLIDE, TCGA_SLIDE, demo_slides_dir
 from wsi_pipeline.slides import SlideReader, open_slide, resolve_mpp
 from wsi_pipeline.slides.writer import write_slide
@@ -112,7 +112,7 @@ def build_cohort(
         todo = [
             c for c in crops if overwrite or not same_plan or not slide_path(slides_dir, c.slide_id).is_file()
         ]
-        with _progress(console) as progress:
+        with progress_bar(console, transient=False) as progress:
             task = progress.add_task("demo slides", total=len(todo))
             for crop in todo:
                 write_crop(readers[crop.source], crop, slide_path(slides_dir, crop.slide_id))
@@ -210,14 +210,3 @@ def labels_text(crops: list[Crop]) -> str:
     writer.writerow(["slide_id", "label", "patient_id"])
     writer.writerows((crop.slide_id, crop.label, crop.patient_id) for crop in crops)
     return buffer.getvalue()
-
-
-def _progress(console: Console | None) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=console is None,
-    )

@@ -2,8 +2,8 @@
 
 The defaults are sized for the issue's budget (the whole `make demo` in <= 10 minutes on 2 CPU cores, set-up
 included): 32 crops of 3 x 3 tiles, about 200 tiles once the tissue filter has run, which a random-init
-ResNet-50 encodes in well under a minute on one core (DESIGN §6). Every stage otherwise runs with its own
-defaults (configs/*.yaml), so the demo exercises the settings a user gets. The command exposes none of
+ResNet-50 encodes in well under a minute on one core (benchmarks/RESULTS.md, "Extraction"). Every stage
+otherwise runs with its own defaults, so the demo exercises the settings a user gets. The command exposes none of
 these; tests use a smaller cohort through the library.
 """
 

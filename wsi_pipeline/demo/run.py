@@ -23,16 +23,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import torch
 from rich.console import Console
 
 from wsi_pipeline.batch import SlideOutcome, print_summary
-from wsi_pipeline.config import write_resolved_config
+from wsi_pipeline.config import load_config, write_resolved_config
 from wsi_pipeline.demo.cohort import Cohort, build_cohort
 from wsi_pipeline.demo.config import DemoConfig
 from wsi_pipeline.errors import WsiError
-from wsi_pipeline.evaluate import EvalResult
+from wsi_pipeline.evaluate.config import EvalConfig, default_config_file
+from wsi_pipeline.evaluate.run import EvalResult, run_evaluation
+from wsi_pipeline.extract.config import ExtractConfig
+from wsi_pipeline.extract.run import SUMMARY_COLUMNS, extract_stores
 from wsi_pipeline.stores.atomic import write_text_atomic
 from wsi_pipeline.tiling.config import TileConfig
+from wsi_pipeline.tiling.runner import tile_slides
+from wsi_pipeline.train.config import resolve_train_config
+from wsi_pipeline.train.run import run_training
 
 README_FILE = "README.txt"
 README_TITLE = "wsi demo folder"
@@ -73,13 +80,15 @@ class DemoResult:
     def report_lines(self) -> list[str]:
         """The figures and paths a user looks at, one per line; every path named exists."""
         metrics = self.evaluation.metrics
-        auroc, ci = metrics.get("auroc"), metrics.get("auroc_ci")
+        auroc = metrics.get("auroc")
         shown = "undefined" if auroc is None else f"{auroc:.3f}"
-        interval = f" ({ci['level']:.0%} CI {ci['low']:.3f}-{ci['high']:.3f})" if ci else ""
         per_class = ", ".join(f"{name} {n}" for name, n in metrics["n_per_class"].items())
         eval_dir = self.evaluation.out_dir
+        # Not a result: every crop of a class comes from one slide of one patient, so there are two
+        # patients in truth and no interval could mean anything; it only shows that the stages ran.
         return [
-            f"demo test AUROC {shown}{interval} on {metrics['n_slides']} test slides ({per_class})",
+            f"demo mechanics check: test AUROC {shown} on {metrics['n_slides']} test crops ({per_class}); "
+            "NOT a result (each class is crops of one slide, one patient): no confidence interval",
             f"NOTE: {MECHANICS_NOTE}",
             "heatmaps of the test slides (tile scores over the slide, with a .geojson for QuPath beside "
             "each) and their top-scoring tiles (.topk.png):",
@@ -103,8 +112,6 @@ def run_demo(
     console: Console | None = None,
 ) -> DemoResult:
     """Build the demo cohort and run every stage on it into `out_dir`; raises `WsiError` when a step fails."""
-    import torch
-
     cfg = cfg or DemoConfig()
     console = console or Console(stderr=True)
     threads = torch.get_num_threads()
@@ -192,8 +199,6 @@ def _check(stage: str, outcomes: list[SlideOutcome]) -> None:
 def _tile(
     cohort: Cohort, tiles: Path, cfg: TileConfig, overwrite: bool, debug: bool, console: Console
 ) -> None:
-    from wsi_pipeline.tiling.runner import tile_slides
-
     _check(
         "wsi tile",
         tile_slides(cohort.slide_paths, tiles, cfg, overwrite=overwrite, debug=debug, console=console),
@@ -203,11 +208,6 @@ def _tile(
 def _extract(
     cfg: DemoConfig, tiles: Path, features: Path, overwrite: bool, debug: bool, console: Console
 ) -> None:
-    import torch
-
-    from wsi_pipeline.extract.config import ExtractConfig
-    from wsi_pipeline.extract.run import SUMMARY_COLUMNS, extract_stores
-
     console.print(
         "[bold yellow]RANDOM-INIT extractor:[/] ResNet-50 (RetCCL's architecture) with random weights, "
         "so the features carry colour and texture statistics, not learned morphology"
@@ -224,8 +224,6 @@ def _extract(
 def _train(
     cfg: DemoConfig, features: Path, labels: Path, run_dir: Path, overwrite: bool, console: Console
 ) -> None:
-    from wsi_pipeline.train import resolve_train_config, run_training
-
     if overwrite and run_dir.is_dir():
         shutil.rmtree(run_dir)  # inside the demo folder that `_claim_folder` vouched for
     overrides = {
@@ -234,6 +232,7 @@ def _train(
         "model": cfg.model,
         "epochs": cfg.epochs,
         "seed": cfg.seed,
+        "threads": cfg.torch_threads,
     }
     # Resume whatever part of the run exists (all of it: its finished fold is skipped).
     resume = (run_dir / "config.yaml").is_file()
@@ -243,10 +242,6 @@ def _train(
 
 
 def _evaluate(run_dir: Path, tiles: Path, slides: Path, console: Console) -> EvalResult:
-    from wsi_pipeline.config import load_config
-    from wsi_pipeline.evaluate import EvalConfig, run_evaluation
-    from wsi_pipeline.evaluate.config import default_config_file
-
     settings = load_config(EvalConfig, default_config_file(), {"tiles": tiles, "slides_root": slides})
     result = run_evaluation(settings, run_dir, console=console)
     print_summary(console, "wsi eval", result.outcomes, ["tiles", "label", "predicted"])

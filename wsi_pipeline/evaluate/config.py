@@ -1,7 +1,8 @@
 """Evaluation settings. Defaults equal `configs/eval.yaml` (a test keeps them equal).
 
 Inputs default to the run's own (`features`, `labels` from its config.yaml); `split: all` evaluates every
-labelled slide with a bag, for an external cohort. The bootstrap is stratified by class and seeded, so the
+labelled slide with a bag, for an external cohort (no model ever scores a slide it trained or validated on:
+`wsi_pipeline.evaluate.assign`). The bootstrap resamples patients, stratified by class and seeded, so the
 confidence interval is reproducible and every resample holds every class.
 """
 
@@ -10,10 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wsi_pipeline.models.base import ScoreMethod
+from wsi_pipeline.models.config import ScoreMethod
 from wsi_pipeline.resources import configs_dir
 
 EvalSplit = Literal["test", "val", "train", "all"]
+EvalLevel = Literal["slide", "patient"]
 
 CONFIG_FILE = configs_dir() / "eval.yaml"
 
@@ -26,16 +28,30 @@ class EvalConfig(BaseModel):
     split: EvalSplit = Field(
         "test", description="slides of this split in splits.csv; all = every labelled slide"
     )
+    include_seen: bool = Field(
+        False, description="split all on a single-split run: also score its train/val slides, labelled seen"
+    )
+    level: EvalLevel = Field(
+        "slide", description="slide, or patient: AUROC over the mean of each patient's slide probabilities"
+    )
+    out: Path | None = Field(None, description="folder for the outputs; default: eval[-SPLIT] in the run")
     heatmaps: bool = Field(True, description="per-slide heatmap PNG + GeoJSON (+ top-k strip)")
     tiles: Path | None = Field(None, description="folder of tile stores, for slide thumbnails under heatmaps")
     slides_root: Path | None = Field(None, description="folder of the slides, for the top-k tile strips")
     top_k: int = Field(8, ge=0, description="tiles in the top-scoring strip; 0 = no strip")
     score_method: ScoreMethod | None = Field(
         None,
-        description="tile scores for heatmaps: attention, relevance or layer_relevance; default: the model's",
+        description="tile scores for heatmaps (wsi_pipeline/models/README.md lists them); default: the model's",
+    )
+    heatmap_scale: Literal["slide", "global"] = Field(
+        "slide",
+        description="colour scale of signed heatmaps: each slide its own, or one over all evaluated slides",
     )
     n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the AUROC interval; 0 = none")
-    ci_level: float = Field(0.95, gt=0, lt=1)
+    ci_level: float = Field(0.95, gt=0, lt=1, description="level of the bootstrap confidence interval")
+    ci_min_patients: int = Field(
+        10, ge=1, description="no interval below this many patients in a class (too few to resample)"
+    )
     seed: int = Field(0, description="seed of the bootstrap")
     canvas_max_px: int = Field(
         1024, ge=64, description="longer side of the heatmap canvas (thumbnail or blank)"

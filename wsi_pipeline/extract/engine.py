@@ -13,6 +13,10 @@ from wsi_pipeline.extract.transforms import TileTransform
 from wsi_pipeline.stores.feature_bag import BagWriter
 
 _PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+CPU_AUTO_BATCH = 32  # on CPU a bigger batch is no faster, only larger
+MAX_AUTO_BATCH = 1024
+_PROBE_TILES = 8
+_GPU_SHARE = 0.5  # of the free memory: room for the loader's pinned batches and allocator slack
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,31 @@ def resolve_runtime(device: str, precision: str, preferred: torch.dtype) -> Runt
 
 
 def prepare_model(model: nn.Module, runtime: Runtime) -> nn.Module:
-    """Eval mode, frozen, channels_last (1.55x faster for ResNet-50 even on CPU, DESIGN §6)."""
+    """Eval mode, frozen, channels_last (faster for ResNet-50 even on CPU; benchmarks/bench_extract.py)."""
     model = model.eval().requires_grad_(False)
     return model.to(device=runtime.device, memory_format=torch.channels_last)
+
+
+def resolve_batch_size(
+    batch_size: int | str, model: nn.Module, runtime: Runtime, input_px: int | None
+) -> int:
+    """`auto`: 32 on CPU; on CUDA, measured: a probe batch's activation memory per tile, scaled to half of
+    the free memory, rounded down to a power of two (at most 1024)."""
+    if batch_size != "auto":
+        return int(batch_size)
+    if not runtime.is_cuda:
+        return CPU_AUTO_BATCH
+    side = input_px or 224
+    torch.cuda.synchronize(runtime.device)
+    torch.cuda.reset_peak_memory_stats(runtime.device)
+    before = torch.cuda.memory_allocated(runtime.device)
+    images = torch.zeros(_PROBE_TILES, 3, side, side, device=runtime.device)
+    with torch.inference_mode():
+        forward(model, images, runtime)
+    per_tile = max(1.0, (torch.cuda.max_memory_allocated(runtime.device) - before) / _PROBE_TILES)
+    free, _ = torch.cuda.mem_get_info(runtime.device)
+    fits = max(1, int(free * _GPU_SHARE / per_tile))
+    return min(MAX_AUTO_BATCH, 1 << (fits.bit_length() - 1))
 
 
 def forward(model: nn.Module, images: torch.Tensor, runtime: Runtime) -> torch.Tensor:

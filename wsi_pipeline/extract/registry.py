@@ -1,26 +1,32 @@
-"""Extractor registry: adding a tile encoder is one decorated function.
+"""Building the extractor a run asked for: a registered name, `timm:<architecture>`, or a spec file.
 
-A registered function takes the weights path (None for a random init) and returns an `ExtractorSpec`:
-the model, its transform (RGB uint8 tile -> normalised tensor), its output dim and preferred precision.
-`timm:<architecture>` resolves to any timm model without registration.
+Each resolves to an `ExtractorRecipe` (recipes.py; the registered ones in catalog.py), which is built into
+a network with weights loaded strictly (extractors.py), a tile transform (with the optional stain
+normaliser, stain.py) and an identity that every bag records: name, weights fingerprint, the recipe
+itself, the stain settings, and one digest over recipe + stain (`extractor_sha256`).
 """
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from wsi_pipeline.errors import WsiError
+from wsi_pipeline.extract.catalog import named_recipe
+from wsi_pipeline.extract.extractors import build_model, create_trunk, pooled, timm_recipe
+from wsi_pipeline.extract.recipes import SPEC_PREFIX, TIMM_PREFIX, ExtractorRecipe, load_spec_file
+from wsi_pipeline.extract.stain import StainMethod, stain_normalizer
 from wsi_pipeline.extract.transforms import TileTransform
 from wsi_pipeline.extract.weights import sha256_file
 
 RANDOM_INIT = "random-init"
 RANDOM_INIT_SEED = 0  # every --random-init run gets the same weights, so resumed runs never mix two networks
-TIMM_PREFIX = "timm:"
 _PROBE_PX = 224  # input side for the output-dim check of models that take any size
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 @dataclass(frozen=True)
@@ -43,53 +49,80 @@ class Extractor:
     name: str
     spec: ExtractorSpec
     weights_sha256: str
+    recipe: ExtractorRecipe
+    stain: dict[str, Any] = field(default_factory=lambda: {"stain_norm": "none"})
 
     @property
     def feature_dim(self) -> int:
         return self.spec.feature_dim
 
+    @property
+    def extractor_sha256(self) -> str:
+        """One digest of how pixels became features, weights aside: the recipe and the stain settings."""
+        canonical = json.dumps({"recipe": self.recipe.model_dump(mode="json"), **self.stain}, sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
-ExtractorFactory = Callable[[Path | None], ExtractorSpec]
-_REGISTRY: dict[str, ExtractorFactory] = {}
-
-
-def register_extractor(name: str) -> Callable[[ExtractorFactory], ExtractorFactory]:
-    def decorate(factory: ExtractorFactory) -> ExtractorFactory:
-        if name in _REGISTRY or name.startswith(TIMM_PREFIX):
-            raise ValueError(f"extractor name {name!r} is taken")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorate
-
-
-def extractor_names() -> list[str]:
-    _load_builtins()
-    return [*sorted(_REGISTRY), f"{TIMM_PREFIX}<architecture>"]
+    def attrs(self) -> dict[str, Any]:
+        """The extractor's part of a bag's attributes."""
+        return {
+            "extractor": self.name,
+            "weights_sha256": self.weights_sha256,
+            "extractor_sha256": self.extractor_sha256,
+            "extractor_spec": self.recipe.model_dump(mode="json"),
+            **self.stain,
+        }
 
 
-def build_extractor(name: str, weights: Path | None, random_init: bool) -> Extractor:
+def resolve_recipe(name: str, spec_file: Path | None = None) -> tuple[str, ExtractorRecipe]:
+    """(bag name, recipe) of a registered name, `timm:<architecture>`, or an `--extractor-spec` file."""
+    if spec_file is not None:
+        return f"{SPEC_PREFIX}{Path(spec_file).stem}", load_spec_file(spec_file)
+    if name.startswith(TIMM_PREFIX):
+        return name, timm_recipe(name[len(TIMM_PREFIX) :])
+    return name, named_recipe(name)
+
+
+def build_extractor(
+    name: str,
+    weights: Path | None,
+    random_init: bool,
+    *,
+    spec_file: Path | None = None,
+    stain_norm: StainMethod = "none",
+    stain_target: Path | None = None,
+) -> Extractor:
     """Build `name` with `weights`; no weights is refused unless `random_init` says it is intended."""
-    factory = _factory(name)
+    label, recipe = resolve_recipe(name, spec_file)
     if weights is None and not random_init:
         raise WsiError(
-            f"extractor {name!r} needs --weights PATH (weights are never downloaded); "
+            f"extractor {label!r} needs --weights PATH (weights are never downloaded); "
             "pass --random-init to run with random weights on purpose (demos, tests)"
         )
     if weights is not None and random_init:
         raise WsiError("--weights and --random-init exclude each other")
+    _check_output_dim(label, recipe)
+    normalizer = stain_normalizer(stain_norm, stain_target)
     if weights is not None:
-        spec = factory(weights)
+        model = build_model(recipe, weights, label)
         fingerprint = sha256_file(weights)
     else:
         with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's random stream
             torch.manual_seed(RANDOM_INIT_SEED)
-            spec = factory(None)
+            model = build_model(recipe, None, label)
         # The digest of the weights themselves: another torch version that draws other random weights
         # gives another fingerprint, and resume refuses to mix its bags with these.
-        fingerprint = f"{RANDOM_INIT}:{state_sha256(spec.model)}"
-    _check_output_dim(name, spec)
-    return Extractor(name=name, spec=spec, weights_sha256=fingerprint)
+        fingerprint = f"{RANDOM_INIT}:{state_sha256(model)}"
+    transform = TileTransform(
+        recipe.input_px,
+        recipe.mean,
+        recipe.std,
+        interpolation=recipe.interpolation,
+        resize_px=recipe.resize_px,
+        stain=normalizer,
+    )
+    spec = ExtractorSpec(model, transform, recipe.feature_dim, _DTYPES[recipe.precision])
+    stain = normalizer.attrs() if normalizer is not None else {"stain_norm": "none"}
+    return Extractor(name=label, spec=spec, weights_sha256=fingerprint, recipe=recipe, stain=stain)
 
 
 def state_sha256(model: nn.Module) -> str:
@@ -102,30 +135,15 @@ def state_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _factory(name: str) -> ExtractorFactory:
-    _load_builtins()
-    if name.startswith(TIMM_PREFIX):
-        from wsi_pipeline.extract.extractors import timm_extractor
-
-        architecture = name[len(TIMM_PREFIX) :]
-        return lambda weights: timm_extractor(architecture, weights)
-    if name not in _REGISTRY:
-        raise WsiError(f"unknown extractor {name!r}; choose one of: {', '.join(extractor_names())}")
-    return _REGISTRY[name]
-
-
-def _check_output_dim(name: str, spec: ExtractorSpec) -> None:
-    """One tiny forward: a wrong declared dim would otherwise fail every slide, one at a time."""
-    probe_px = spec.input_px or _PROBE_PX
-    probe = torch.zeros(1, 3, probe_px, probe_px)
-    with torch.inference_mode():
-        out = spec.model.eval()(probe)
-    if tuple(out.shape) != (1, spec.feature_dim):
+def _check_output_dim(name: str, recipe: ExtractorRecipe) -> None:
+    """A forward on the `meta` device (shapes only, no memory, no time): a wrong declared dim would
+    otherwise fail every slide, one at a time, and only after the weights were read."""
+    probe_px = recipe.input_px or _PROBE_PX
+    with torch.device("meta"):
+        model = pooled(recipe, create_trunk(recipe, skip_init=True))
+        out = model.eval()(torch.zeros(1, 3, probe_px, probe_px))
+    if tuple(out.shape) != (1, recipe.feature_dim):
         raise WsiError(
             f"extractor {name!r} returns shape {tuple(out.shape)[1:]} per tile, "
-            f"not the declared ({spec.feature_dim},)"
+            f"not the declared feature_dim ({recipe.feature_dim},)"
         )
-
-
-def _load_builtins() -> None:
-    import wsi_pipeline.extract.extractors  # noqa: F401 - registers the built-in extractors

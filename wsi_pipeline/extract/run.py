@@ -8,26 +8,14 @@ task each. Failures become a `SlideOutcome` with a one-line reason and the batch
 """
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+from rich.progress import Progress, TaskID
 
 from wsi_pipeline.backends import (
     Backend,
@@ -53,6 +41,7 @@ from wsi_pipeline.extract.slide import (
     store_fingerprint,
 )
 from wsi_pipeline.ids import check_slide_id
+from wsi_pipeline.progress import RateColumn, progress_bar
 from wsi_pipeline.stores.atomic import claimed_folder
 from wsi_pipeline.stores.feature_bag import bag_path, read_bag_attrs
 from wsi_pipeline.stores.tile_store import STORE_SUFFIX, list_tile_stores, read_tile_store
@@ -60,7 +49,9 @@ from wsi_pipeline.stores.tile_store import STORE_SUFFIX, list_tile_stores, read_
 CONFIG_NAME = "extract_config.yaml"
 SUMMARY_COLUMNS = ["tiles", "tiles/s"]
 # What makes two bags of the same store interchangeable; a bag made otherwise is never silently kept.
-_RECIPE_KEYS = ("extractor", "weights_sha256", "dtype")
+_RECIPE_KEYS = ("extractor", "weights_sha256", "extractor_sha256", "dtype")
+# Warn when the µm per model-input pixel differs from the extractor's training scale by more than this.
+GEOMETRY_TOLERANCE = 0.25
 # Called once per slide task with its outcome and how many of its tiles went through the encoder.
 Finished = Callable[[int, SlideOutcome, int], None]
 
@@ -80,31 +71,17 @@ def extract_stores(
     if not stores:
         raise WsiError(f"{tiles_dir}: no tile stores (<slide_id>{STORE_SUFFIX}) here; run wsi tile first")
     locator = SlideLocator(config.slides_root)
-    extractor = build_extractor(config.model, config.weights, config.random_init)
+    extractor = _build_extractor(config)
     # Local runs prepare the encoder once, here; Ray tasks prepare it on their own node's device.
     encoder = None if backend.is_ray else prepare_encoder(extractor, config)
     with claimed_folder(out_dir):
-        where = (
-            "on Ray"
-            if encoder is None
-            else f"{encoder.runtime.device.type} {encoder.runtime.precision_name}, "
-            f"workers {resolve_workers(config.workers, encoder.runtime.device.type)}"
-        )
-        console.print(
-            f"wsi extract: {len(stores)} tile stores -> {out_dir}; {extractor.name} "
-            f"(weights {extractor.weights_sha256[:12]}), {where}, batch {config.batch_size}, "
-            f"{config.dtype} features"
-        )
-        recipe = {
-            "extractor": extractor.name,
-            "weights_sha256": extractor.weights_sha256,
-            "dtype": config.dtype,
-        }
+        _announce(console, len(stores), out_dir, extractor, encoder, config)
+        recipe = {"dtype": config.dtype, **{k: v for k, v in extractor.attrs().items() if k in _RECIPE_KEYS}}
         # Ray tasks choose their own readers (`_extract_on_ray`), knowing the node they land on.
         loader_workers = resolve_workers(config.workers, encoder.runtime.device.type) if encoder else 1
         outcomes: dict[int, SlideOutcome] = {}
         tasks: dict[int, SlideTask] = {}
-        with _progress(console) as progress:
+        with progress_bar(console, RateColumn(), transient=False, eta=True) as progress:
             slides_task = progress.add_task("slides", total=len(stores), unit="")
             for index, store in enumerate(stores):
                 planned = _plan(store, out_dir, config, locator, recipe, loader_workers, debug)
@@ -114,24 +91,11 @@ def extract_stores(
                     progress.advance(slides_task)
                 else:
                     tasks[index] = planned
+            _warn_geometry(console, extractor, tasks.values())
             tiles_task = progress.add_task(
                 "tiles", total=sum(t.n_tiles for t in tasks.values()), unit="tiles"
             )
-
-            def finished(index: int, outcome: SlideOutcome, n_extracted: int) -> None:
-                if "warning" in outcome.fields:
-                    console.print(f"[yellow]warning:[/] {escape(str(outcome.fields['warning']))}")
-                if debug and "traceback" in outcome.fields:
-                    console.print(str(outcome.fields["traceback"]), markup=False, highlight=False)
-                # Tiles not extracted (a failed slide) leave the total, so tiles/s and the ETA stay honest.
-                missing = tasks[index].n_tiles - n_extracted
-                total = progress.tasks[tiles_task].total
-                if missing > 0 and total is not None:
-                    progress.update(tiles_task, total=total - missing)
-                outcomes[index] = outcome
-                _report_failure(console, tasks[index].store_path, outcome)
-                progress.advance(slides_task)
-
+            finished = _on_finished(console, progress, tasks, outcomes, (slides_task, tiles_task), debug)
             if encoder is not None:
                 for index, task in tasks.items():
                     progress.update(tiles_task, description=f"tiles [dim]{escape(task.store_path.stem)}[/]")
@@ -147,6 +111,91 @@ def extract_stores(
         if any(o.status != "failed" for o in ordered):
             write_resolved_config(out_dir / CONFIG_NAME, config)
         return ordered
+
+
+def _build_extractor(config: ExtractConfig) -> Extractor:
+    return build_extractor(
+        config.model,
+        config.weights,
+        config.random_init,
+        spec_file=config.extractor_spec,
+        stain_norm=config.stain_norm,
+        stain_target=config.stain_target,
+    )
+
+
+def _on_finished(
+    console: Console,
+    progress: Progress,
+    tasks: dict[int, SlideTask],
+    outcomes: dict[int, SlideOutcome],
+    bars: tuple[TaskID, TaskID],
+    debug: bool,
+) -> Finished:
+    """The callback each finished slide reports through, wherever it ran: record its outcome, say what went
+    wrong, and move the progress bars."""
+    slides_task, tiles_task = bars
+
+    def finished(index: int, outcome: SlideOutcome, n_extracted: int) -> None:
+        if "warning" in outcome.fields:
+            console.print(f"[yellow]warning:[/] {escape(str(outcome.fields['warning']))}")
+        if debug and "traceback" in outcome.fields:
+            console.print(str(outcome.fields["traceback"]), markup=False, highlight=False)
+        # Tiles not extracted (a failed slide) leave the total, so tiles/s and the ETA stay honest.
+        missing = tasks[index].n_tiles - n_extracted
+        total = progress.tasks[tiles_task].total
+        if missing > 0 and total is not None:
+            progress.update(tiles_task, total=total - missing)
+        outcomes[index] = outcome
+        _report_failure(console, tasks[index].store_path, outcome)
+        progress.advance(slides_task)
+
+    return finished
+
+
+def _announce(
+    console: Console,
+    n_stores: int,
+    out_dir: Path,
+    extractor: Extractor,
+    encoder: Encoder | None,
+    config: ExtractConfig,
+) -> None:
+    where = (
+        "on Ray"
+        if encoder is None
+        else f"{encoder.runtime.device.type} {encoder.runtime.precision_name}, "
+        f"workers {resolve_workers(config.workers, encoder.runtime.device.type)}"
+    )
+    console.print(
+        f"wsi extract: {n_stores} tile stores -> {out_dir}; {extractor.name} "
+        f"(weights {extractor.weights_sha256[:12]}), {where}, "
+        f"batch {encoder.batch_size if encoder else config.batch_size}, {config.dtype} features"
+        + (f", stain {config.stain_norm}" if config.stain_norm != "none" else "")
+    )
+
+
+def _warn_geometry(console: Console, extractor: Extractor, tasks: Iterable[SlideTask]) -> None:
+    """Once per run: the tiles' µm per model-input pixel against the scale the extractor was trained at."""
+    trained = extractor.recipe.mpp
+    if trained is None:
+        return
+    off = []
+    for task in tasks:
+        if not task.tile_px:
+            continue
+        seen = task.tile_um / (extractor.recipe.model_px or task.tile_px)
+        if abs(seen / trained - 1) > GEOMETRY_TOLERANCE:
+            off.append((task.store_path.stem, seen, task.tile_um, task.tile_px))
+    if off:
+        name, seen, tile_um, tile_px = off[0]
+        px = extractor.recipe.model_px or tile_px
+        console.print(
+            f"[yellow]warning:[/] {len(off)} tile store(s) (first: {escape(name)}, {tile_um:g} µm over "
+            f"{tile_px} px) give {extractor.name} {seen:.2f} µm/px, but it was trained at {trained:.2f} "
+            f"µm/px; tile with --tile-um {trained * px:g} --tile-px {px} to match",
+            soft_wrap=True,
+        )
 
 
 def _report_failure(console: Console, store_path: Path, outcome: SlideOutcome) -> None:
@@ -195,6 +244,8 @@ def _plan(
             n_tiles=n_tiles,
             loader_workers=loader_workers,
             note=note,
+            tile_um=meta.tile_um,
+            tile_px=meta.tile_px,
         )
     except (WsiError, OSError) as exc:
         reason = " ".join(str(exc).split())
@@ -258,7 +309,7 @@ def _extract_on_ray(
         # A GPU eats tiles faster than a core reads them: every core of the task's share of its node.
         loader_workers = min(MAX_AUTO_WORKERS, max(1, cpus_per_gpu_slot(nodes, num_gpus) - 1))
     else:
-        loader_workers = 1  # on CPU the encoder is the bottleneck; one reader keeps it fed (DESIGN §6)
+        loader_workers = 1  # on CPU the encoder is the bottleneck; one reader keeps it fed (benchmarks/RESULTS.md, "Extraction")
     num_cpus = 1 + loader_workers
     check_fits(ray, num_cpus, num_gpus, "wsi extract")
     gpus = f" + {num_gpus:g} GPU" if num_gpus else ""
@@ -298,25 +349,3 @@ def _reason_to_redo(out: Path, fingerprint: str, recipe: dict[str, str]) -> str:
     if attrs.get("tile_store_fingerprint") != fingerprint:
         return "redone: tile store changed"
     return ""
-
-
-class _Speed(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        unit = task.fields.get("unit")
-        if not unit or not task.speed:
-            return Text("")
-        return Text(f"{task.speed:.1f} {unit}/s", style="progress.data.speed")
-
-
-@contextmanager
-def _progress(console: Console) -> Iterator[Progress]:
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _Speed(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
-        yield progress

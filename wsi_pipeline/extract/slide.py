@@ -27,7 +27,13 @@ from wsi_pipeline.batch import SlideOutcome
 from wsi_pipeline.errors import SlideError, WsiError
 from wsi_pipeline.extract.config import ExtractConfig
 from wsi_pipeline.extract.dataset import TileDataset, collate_tiles
-from wsi_pipeline.extract.engine import Runtime, extract_into, prepare_model, resolve_runtime
+from wsi_pipeline.extract.engine import (
+    Runtime,
+    extract_into,
+    prepare_model,
+    resolve_batch_size,
+    resolve_runtime,
+)
 from wsi_pipeline.extract.registry import Extractor
 from wsi_pipeline.ids import check_slide_id
 from wsi_pipeline.slides.reader import open_slide
@@ -46,6 +52,8 @@ class SlideTask:
     n_tiles: int
     loader_workers: int  # DataLoader processes reading this slide's tiles
     note: str = ""  # why an existing bag is redone
+    tile_um: float = 0.0  # the store's geometry, for the run's one geometry warning
+    tile_px: int = 0
 
 
 @dataclass(frozen=True)
@@ -55,11 +63,14 @@ class Encoder:
     extractor: Extractor
     model: nn.Module
     runtime: Runtime
+    batch_size: int
 
 
 def prepare_encoder(extractor: Extractor, config: ExtractConfig) -> Encoder:
     runtime = resolve_runtime(config.device, config.precision, extractor.spec.precision)
-    return Encoder(extractor, prepare_model(extractor.spec.model, runtime), runtime)
+    model = prepare_model(extractor.spec.model, runtime)
+    batch_size = resolve_batch_size(config.batch_size, model, runtime, extractor.spec.input_px)
+    return Encoder(extractor, model, runtime, batch_size)
 
 
 def store_fingerprint(meta: TileStoreMeta, coords: np.ndarray) -> str:
@@ -167,10 +178,10 @@ def _extract_bag(
 ) -> None:
     spec, config = encoder.extractor.spec, task.config
     dataset = TileDataset(task.slide_path, meta, coords, spec.transform)
-    workers = min(task.loader_workers, math.ceil(len(coords) / config.batch_size))
+    workers = min(task.loader_workers, math.ceil(len(coords) / encoder.batch_size))
     loader = DataLoader(
         dataset,
-        batch_size=config.batch_size,
+        batch_size=encoder.batch_size,
         shuffle=False,
         num_workers=workers,
         collate_fn=collate_tiles,
@@ -209,8 +220,7 @@ def _bag_attrs(
     return {
         "slide_id": meta.slide_id,
         "slide_path": str(slide_path),
-        "extractor": extractor.name,
-        "weights_sha256": extractor.weights_sha256,
+        **extractor.attrs(),
         "feature_dim": extractor.feature_dim,
         "dtype": task.config.dtype,
         "tile_px": meta.tile_px,
@@ -223,6 +233,7 @@ def _bag_attrs(
         "model_input_px": extractor.spec.input_px or meta.tile_px,
         "device": encoder.runtime.device.type,
         "precision": encoder.runtime.precision_name,
+        "batch_size": encoder.batch_size,
         "tile_store": str(task.store_path),
         "tile_store_fingerprint": fingerprint,
         "wsi_version": __version__,

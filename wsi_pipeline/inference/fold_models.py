@@ -7,6 +7,8 @@ from typing import Any
 import torch
 
 from wsi_pipeline.errors import WsiError
+from wsi_pipeline.models import build_model
+from wsi_pipeline.models.base import IDENTITY_BUFFERS
 from wsi_pipeline.stores.run_folder import CHECKPOINT_FILE, RunInfo, fold_dir, load_checkpoint
 
 
@@ -19,8 +21,6 @@ class FoldModel:
 
 def load_fold_models(info: RunInfo, device: torch.device, folds: list[int] | None = None) -> list[FoldModel]:
     """The models of `folds` (default: every fold of the run), in eval mode on `device`."""
-    from wsi_pipeline.models import build_model
-
     models = []
     for fold in range(info.folds) if folds is None else folds:
         path = fold_dir(info.run_dir, fold, info.folds) / CHECKPOINT_FILE
@@ -39,6 +39,8 @@ def load_weights(model: torch.nn.Module, state: dict[str, Any], model_name: str,
     """Weights that do not fit the model their checkpoint names (another model's, edited by hand) are one
     line naming the file, not torch's list of every key."""
     target = model.state_dict()
+    # A checkpoint from before inputs were standardised and calibrated: those buffers stay at identity.
+    state = {**{k: target[k] for k in IDENTITY_BUFFERS if k in target and k not in state}, **state}
     missing = [k for k in target if k not in state]
     unexpected = [k for k in state if k not in target]
     mis_shaped = [

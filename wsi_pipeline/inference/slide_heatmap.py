@@ -4,6 +4,7 @@
 only the title (true label or not, fold or ensemble) is the caller's.
 """
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from wsi_pipeline.errors import WsiError
 from wsi_pipeline.inference import heatmaps as hm
 from wsi_pipeline.inference.fold_models import FoldModel
 from wsi_pipeline.stores.tile_store import store_path
@@ -37,25 +39,41 @@ def write_slide_heatmap(
     fm: FoldModel,
     title: str,
     settings: HeatmapSettings,
+    scores: np.ndarray | None = None,
+    *,
+    explained_class: str | None = None,
+    bound: float | None = None,
 ) -> str:
-    """Write the PNG, GeoJSON and (when the slide is reachable) top-k strip; return a note or ''."""
+    """Write the PNG, GeoJSON and (when the slide is reachable) top-k strip; return a note or ''.
+
+    `scores` (N,) computed by the caller (an ensemble's, `inference.ensemble`) replace `fm`'s own, which
+    then only names the default score method. `explained_class` names the class the scores are evidence
+    for (colour bar, strip title); `bound` is a colour scale shared by a cohort (None: this slide's own).
+    """
     method = settings.score_method or fm.model.default_score_method
-    scores = fm.model.tile_scores(x, method=method)[0].cpu().numpy()
+    if scores is None:
+        scores = fm.model.tile_scores(x, method=method)[0].cpu().numpy()
     coords = bag.coords
     tile_px = hm.tile_px_level0_of(bag.meta, coords, Path(bag.meta.get("path", slide_id)))
-    canvas = None
-    if settings.tiles is not None and store_path(settings.tiles, slide_id).is_dir():
-        canvas = hm.thumbnail_canvas(store_path(settings.tiles, slide_id), settings.canvas_max_px)
-    canvas = canvas or hm.blank_canvas(coords, tile_px, settings.canvas_max_px)
-    raster = hm.paint_scores(canvas.image.shape[:2], coords, tile_px, scores, canvas.downsample)
-    hm.save_heatmap_png(folder / f"{slide_id}.png", canvas, raster, title, method, settings.overlay_alpha)
+    canvas, raster = _painted(slide_id, coords, tile_px, np.asarray(scores), settings)
+    hm.save_heatmap_png(
+        folder / f"{slide_id}.png",
+        canvas,
+        raster,
+        title,
+        method,
+        settings.overlay_alpha,
+        explained_class=explained_class,
+        bound=bound,
+        mpp_level0=bag.meta.get("mpp_level0"),
+    )
     hm.write_tiles_geojson(folder / f"{slide_id}.geojson", coords, tile_px, scores, method)
     if settings.top_k == 0:
         return ""
     slide = hm.find_slide(slide_id, bag.meta.get("slide_path"), settings.slides_root)
     if slide is None:
         return "slide not reachable: no top-k strip"
-    hm.save_top_tiles(
+    shown = hm.save_top_tiles(
         folder / f"{slide_id}.topk.png",
         slide,
         coords,
@@ -63,6 +81,79 @@ def write_slide_heatmap(
         np.asarray(scores),
         settings.top_k,
         STRIP_TILE_PX,
-        f"{slide_id}: top {settings.top_k} tiles ({method})",
+        f"{slide_id} ({method})",
+        explained_class=explained_class,
     )
-    return ""
+    return "" if shown else "no tile scored as evidence for the class: no top-k strip"
+
+
+def _painted(
+    slide_id: str, coords: np.ndarray, tile_px: int, scores: np.ndarray, settings: HeatmapSettings
+) -> tuple[hm.Canvas, np.ndarray]:
+    """The canvas (the tile store's thumbnail, else an outline of the tile grid) and the scores painted on it."""
+    canvas = None
+    if settings.tiles is not None and store_path(settings.tiles, slide_id).is_dir():
+        canvas = hm.thumbnail_canvas(store_path(settings.tiles, slide_id), settings.canvas_max_px)
+    canvas = canvas or hm.grid_canvas(coords, tile_px, settings.canvas_max_px)
+    inside = _inside_canvas(coords, canvas, slide_id)
+    raster = hm.paint_scores(
+        canvas.image.shape[:2], coords[inside], tile_px, scores[inside], canvas.downsample
+    )
+    return canvas, raster
+
+
+# Tiles a canvas may miss (rounding at the slide's edge) before the map is refused as mis-registered.
+MAX_OUTSIDE_FRACTION = 0.01
+
+
+def _inside_canvas(coords: np.ndarray, canvas: hm.Canvas, slide_id: str) -> np.ndarray:
+    """(N,) bool of the tiles the canvas shows; more than 1% outside means the coordinates do not fit the
+    slide (wrong mpp or units), which clamping to the edge would hide."""
+    outside = hm.outside_canvas(coords, canvas)
+    n_outside = int(outside.sum())
+    if n_outside > MAX_OUTSIDE_FRACTION * len(coords):
+        height, width = canvas.image.shape[:2]
+        raise WsiError(
+            f"{slide_id}: {n_outside} of {len(coords)} tiles ({n_outside / len(coords):.0%}) lie outside the "
+            f"slide's {canvas.source} ({round(width * canvas.downsample)}x{round(height * canvas.downsample)} "
+            "level-0 px): check the bag's mpp and coordinate units (level-0 px; STAMP bags store µm)"
+        )
+    return ~outside
+
+
+def slide_mpp(slide_id: str, meta: dict[str, Any], settings: HeatmapSettings) -> float | None:
+    """µm per level-0 pixel of the slide behind a bag that does not record it: from its tile store, else
+    from the slide file itself; None when neither is reachable."""
+    from wsi_pipeline.stores.tile_store import read_tile_store_meta
+
+    if settings.tiles is not None and store_path(settings.tiles, slide_id).is_dir():
+        with contextlib.suppress(WsiError):
+            return float(read_tile_store_meta(store_path(settings.tiles, slide_id)).mpp_level0)
+    slide = hm.find_slide(slide_id, meta.get("slide_path"), settings.slides_root)
+    if slide is None:
+        return None
+    from wsi_pipeline.slides import open_slide, resolve_mpp
+
+    try:
+        with open_slide(slide) as reader:
+            return resolve_mpp(reader, None)[0]
+    except (WsiError, OSError):
+        return None
+
+
+def bag_with_level0_coords(bag: Any, path: Path, slide_id: str, settings: HeatmapSettings) -> tuple[Any, str]:
+    """The bag with coordinates in level-0 px, or (None, why not). A STAMP bag stores µm and no
+    resolution: the tile store or the slide supplies it; without either the heatmap is skipped."""
+    from wsi_pipeline.stores.feature_bag import load_bag
+
+    if bag.has_coords:
+        return bag, ""
+    if path.suffix.lower() == ".pt":
+        return None, "a CLAM .pt feature file has no tile coordinates (give its .h5)"
+    mpp = slide_mpp(slide_id, bag.meta, settings)
+    if mpp is None:
+        return None, (
+            "the bag's coordinates are in µm and its resolution is unknown; give --tiles (tile stores) "
+            "or --slides-root (slides) to read it from"
+        )
+    return load_bag(path, mpp_level0=mpp), ""

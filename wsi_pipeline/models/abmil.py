@@ -14,7 +14,7 @@ from wsi_pipeline.models.registry import register_model
 
 class GatedAttentionMIL(MILModel):
     def __init__(self, in_dim: int, n_classes: int, config: ABMILConfig) -> None:
-        super().__init__(config, "attention")
+        super().__init__(config, "attention", in_dim)
         self.embed = nn.Sequential(nn.Linear(in_dim, config.embed_dim), nn.ReLU(), nn.Dropout(config.dropout))
         self.attention_v = nn.Linear(config.embed_dim, config.attention_dim)
         self.attention_u = nn.Linear(config.embed_dim, config.attention_dim)
@@ -34,7 +34,7 @@ class GatedAttentionMIL(MILModel):
         self, x: Tensor, mask: Tensor | None, expose: bool
     ) -> tuple[tuple[LayerReadout, ...], ClsReadout]:
         check_inputs(x, mask)
-        h = self.embed(x.to(self.param_dtype))
+        h = self.embed(self.inputs(x))
         weights = self.attention(h, mask)
 
         def head(out: Tensor) -> Tensor:

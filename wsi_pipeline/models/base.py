@@ -15,20 +15,23 @@ exposes that decomposition (`ClsReadout`); the two score methods are then comput
   the evidence. `vit_sf_ca` picks out sparse tiles with its first block's softmax read-out, after which the
   class token already holds the signal and its last read-out looks anywhere (benchmarks/bench_signal.py).
   Models with a single read-out (`abmil`) give the same scores as ``relevance``.
+
+The other methods (gradient x input, integrated gradients, occlusion, conservative) need only forwards and
+input gradients; each is one function registered with `register_score_method` (models/scores.py), and
+`tile_scores` runs it bag by bag on the real tiles.
 """
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from wsi_pipeline.models.config import ModelConfig
+from wsi_pipeline.models.config import SCORE_METHODS, ModelConfig, ScoreMethod
 
-ScoreMethod = Literal["attention", "relevance", "layer_relevance"]
-SCORE_METHODS: tuple[str, ...] = ("attention", "relevance", "layer_relevance")
+# Buffers of every MILModel that are the identity until training sets them (standardisation, temperature).
+IDENTITY_BUFFERS = ("feature_mean", "feature_std", "temperature")
 
 
 @dataclass(frozen=True)
@@ -84,25 +87,43 @@ def with_class_token(mask: Tensor | None) -> Tensor | None:
 class MILModel(nn.Module, ABC):
     """A bag classifier: ``model(x, mask) -> logits`` plus exact ``tile_scores``."""
 
-    def __init__(self, config: ModelConfig, default_score_method: ScoreMethod) -> None:
+    def __init__(self, config: ModelConfig, default_score_method: ScoreMethod, in_dim: int) -> None:
         super().__init__()
         if default_score_method not in SCORE_METHODS:
             raise ValueError(f"default_score_method must be one of {SCORE_METHODS}")
         self.config = config  # the resolved hyperparameters, to be written next to checkpoints
         # Chosen per model from benchmarks/bench_signal.py; the heatmaps use it unless told otherwise.
         self.default_score_method: str = default_score_method
+        # Per-feature standardisation and the calibration temperature are buffers, not training code: they
+        # travel in the state dict, so every consumer that rebuilds the model from a checkpoint (validation,
+        # `wsi eval`, prediction) applies them without knowing they exist. Identity until set by training.
+        self.register_buffer("feature_mean", torch.zeros(in_dim))
+        self.register_buffer("feature_std", torch.ones(in_dim))
+        self.register_buffer("temperature", torch.ones(()))
 
     @property
     def param_dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    def set_feature_norm(self, mean: Tensor, std: Tensor) -> None:
+        """Standardise inputs with these per-feature statistics of the training tiles from now on."""
+        self.feature_mean.copy_(mean.to(self.feature_mean))
+        self.feature_std.copy_(std.to(self.feature_std))
+
+    def inputs(self, x: Tensor) -> Tensor:
+        """Tile features as the network sees them: standardised per feature, in the parameters' dtype.
+        Every `readouts` goes through here, so no path (forward, tile scores) can skip the standardisation."""
+        z = (upcast(x) - self.feature_mean) / self.feature_std
+        return z.to(self.param_dtype)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x (B, N, D), mask (B, N) bool with True = real tile -> logits (B, n_classes).
 
         Logits are computed *through* the read-out, so predictions and tile scores share one code path.
+        They are divided by the calibration `temperature` (1 while training; fitted on validation bags after).
         """
         ro = self.readout(x, mask)
-        return ro.head(ro.output())
+        return ro.head(ro.output()) / self.temperature
 
     def readout(self, x: Tensor, mask: Tensor | None = None) -> ClsReadout:
         """Run the network up to its last read-out and return that read-out split per token."""
@@ -138,6 +159,8 @@ class MILModel(nn.Module, ABC):
         if method not in SCORE_METHODS:
             raise ValueError(f"method must be one of {SCORE_METHODS}, got {method!r}")
         check_inputs(x, mask)
+        if method in _SCORERS:
+            return self._per_bag_scores(_SCORERS[method], x, mask, target)
         if method == "layer_relevance":
             ro, per_token = self._layer_relevance(x, mask, target)
         else:
@@ -150,6 +173,14 @@ class MILModel(nn.Module, ABC):
         scores = ro.tiles(per_token).float()
         if mask is not None:
             scores = scores.masked_fill(~mask, 0.0)
+        return scores
+
+    def _per_bag_scores(self, scorer: "Scorer", x: Tensor, mask: Tensor | None, target: int | None) -> Tensor:
+        """A registered per-bag method run on each bag's real tiles alone, so it never sees padding."""
+        scores = torch.zeros(x.shape[:2], dtype=torch.float32, device=x.device)
+        for b in range(x.shape[0]):
+            real = slice(None) if mask is None else mask[b]
+            scores[b, real] = scorer(self, x[b : b + 1, real], target).float()
         return scores
 
     def _layer_relevance(
@@ -166,6 +197,24 @@ class MILModel(nn.Module, ABC):
             grads = torch.autograd.grad(picked.sum(), [layer.output for layer in layers])
         per_token = sum(readout_shares(r.weights, r.values, g) for r, g in zip(layers, grads, strict=True))
         return ro, per_token
+
+
+# Score methods beyond the read-out ones, one function per name (models/scores.py): (model, one unpadded bag
+# (1, n, D), target or None) -> (n,) scores. `tile_scores` dispatches here first.
+Scorer = Callable[[MILModel, Tensor, int | None], Tensor]
+_SCORERS: dict[str, Scorer] = {}
+
+
+def register_score_method(name: str) -> Callable[[Scorer], Scorer]:
+    """Decorator: register a per-bag score method under a name listed in `SCORE_METHODS` (models/config.py)."""
+
+    def decorator(scorer: Scorer) -> Scorer:
+        if name not in SCORE_METHODS or name in _SCORERS:
+            raise ValueError(f"score method {name!r} is not in SCORE_METHODS or is already registered")
+        _SCORERS[name] = scorer
+        return scorer
+
+    return decorator
 
 
 def require_autograd(method: str) -> None:

@@ -18,7 +18,7 @@ from wsi_pipeline.models.softmax_free import SoftmaxFreeAttention
 class SoftmaxFreeClassReadout(SoftmaxFreeAttention):
     def mix(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         qn, kn, vn, n = self.normalized(q, k, v, mask)
-        tiles = qn[:, :, 1:] @ self.key_values(kn, vn, n)
+        tiles = self.attend(qn[:, :, 1:], self.key_values(kn, vn, n))
         cls = self.readout(q, k, v, mask)
         cls_out = cls.weights.to(v.dtype).unsqueeze(-2) @ v  # (B, H, 1, dh)
         return torch.cat([cls_out, tiles], dim=2)

@@ -1,11 +1,26 @@
 """Hyperparameters of each aggregator, with the papers' values as defaults.
 
-These classes are the single source of the defaults: `configs/models/<name>.yaml` mirrors them (a test keeps
-the two equal), and `build_model(name, ..., **overrides)` validates overrides against them. `extra="forbid"`
+These classes are the single source of the defaults (`wsi models` prints them), and
+`build_model(name, ..., **overrides)` validates overrides against them. `extra="forbid"`
 turns a typo such as `depht: 4` into a one-line error naming the key instead of a silently ignored value.
 """
 
+from typing import Literal, get_args
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# How a model turns one forward pass into per-tile scores for heatmaps (`MILModel.tile_scores`). The one
+# list of names: here, torch-free, so `wsi eval --help` and `EvalConfig` need no torch import.
+ScoreMethod = Literal[
+    "attention",
+    "relevance",
+    "layer_relevance",
+    "gradient_input",
+    "integrated_gradients",
+    "occlusion",
+    "conservative",
+]
+SCORE_METHODS: tuple[str, ...] = get_args(ScoreMethod)
 
 
 class ModelConfig(BaseModel):
@@ -63,3 +78,17 @@ class TransMILConfig(ModelConfig):
         if value and value % 2 == 0:
             raise ValueError("must be odd (or 0 to disable)")
         return value
+
+
+class MeanLinearConfig(ModelConfig):
+    """`mean_linear`: the mean of the (standardised) tile features into one linear layer, the baseline every
+    aggregator has to beat (benchmarks/bench_real.py)."""
+
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="on the mean-pooled features")
+
+
+class MeanMaxMLPConfig(ModelConfig):
+    """`meanmax_mlp`: tiles embedded by Linear + ReLU, mean- and max-pooled, concatenated, then linear."""
+
+    embed_dim: int = Field(128, gt=0, description="width of the tile embedding that is mean- and max-pooled")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="after the embedding")

@@ -5,7 +5,6 @@ unknown or mistyped hyperparameter is a one-line `ConfigError` that names it.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
@@ -13,6 +12,7 @@ from pydantic import ValidationError
 from wsi_pipeline.config import describe_validation_error
 from wsi_pipeline.errors import ConfigError
 from wsi_pipeline.models.config import ModelConfig
+from wsi_pipeline.registry import Registry
 
 if TYPE_CHECKING:
     from wsi_pipeline.models.base import MILModel
@@ -20,42 +20,21 @@ if TYPE_CHECKING:
 C = TypeVar("C", bound=ModelConfig)
 Builder = Callable[[int, int, Any], "MILModel"]
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    config: type[ModelConfig]
-    build: Builder
-
-
-_MODELS: dict[str, ModelSpec] = {}
+MODELS: Registry[Builder] = Registry("model")
 
 
 def register_model(name: str, config: type[C]) -> Callable[[Callable[[int, int, C], "MILModel"]], Builder]:
     """Decorator: register ``build(in_dim, n_classes, config) -> MILModel`` under ``name``."""
-
-    def decorator(build: Callable[[int, int, C], "MILModel"]) -> Builder:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = ModelSpec(config=config, build=build)
-        return build
-
-    return decorator
+    return MODELS.register(name, config)
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS)
-
-
-def _spec(name: str) -> ModelSpec:
-    try:
-        return _MODELS[name]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
+    return MODELS.names()
 
 
 def model_config(name: str, **overrides: Any) -> ModelConfig:
     """The validated hyperparameters of ``name``: code defaults updated with ``overrides``."""
-    spec = _spec(name)
+    spec = MODELS.get(name)
     try:
         return spec.config(**overrides)
     except ValidationError as exc:
@@ -71,4 +50,4 @@ def build_model(name: str, in_dim: int = 2048, n_classes: int = 2, **overrides: 
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"model {name!r}: {arg} must be a positive integer, got {value!r}")
     config = model_config(name, **overrides)
-    return _spec(name).build(in_dim, n_classes, config)
+    return MODELS.get(name).build(in_dim, n_classes, config)

@@ -62,7 +62,7 @@ class TransLayer(nn.Module):
 
 class TransMIL(MILModel):
     def __init__(self, in_dim: int, n_classes: int, config: TransMILConfig) -> None:
-        super().__init__(config, "layer_relevance")
+        super().__init__(config, "layer_relevance", in_dim)
         self.fc = nn.Sequential(nn.Linear(in_dim, config.dim), nn.ReLU())
         self.cls_token = nn.Parameter(torch.empty(1, 1, config.dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -85,7 +85,7 @@ class TransMIL(MILModel):
             raise ValueError("TransMIL needs at least one tile per bag")
         side = math.isqrt(n_tiles - 1) + 1  # ceil(sqrt(N))
         order = torch.arange(side * side, device=x.device) % n_tiles
-        h = self.fc(x.to(self.param_dtype))[:, order]
+        h = self.fc(self.inputs(x))[:, order]
         h = torch.cat([self.cls_token.expand(h.shape[0], -1, -1).to(h.dtype), h], dim=1)
         earlier: tuple[LayerReadout, ...] = ()
         if expose:

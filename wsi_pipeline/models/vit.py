@@ -24,6 +24,7 @@ from wsi_pipeline.models.base import (
     check_inputs,
     with_class_token,
 )
+from wsi_pipeline.models.chunked import chunked_logits, supports_chunking
 from wsi_pipeline.models.class_readout import SoftmaxFreeClassReadout
 from wsi_pipeline.models.config import SequenceNormViTConfig, SimAViTConfig, ViTConfig
 from wsi_pipeline.models.registry import register_model
@@ -73,7 +74,7 @@ class ViTWSI(MILModel):
         attention: Callable[[bool], MultiHeadAttention],
         default_score_method: ScoreMethod,
     ) -> None:
-        super().__init__(config, default_score_method)
+        super().__init__(config, default_score_method, in_dim)
         self.embed = nn.Sequential(nn.Linear(in_dim, config.dim), nn.ReLU(), nn.Dropout(config.dropout))
         self.cls_token = nn.Parameter(torch.empty(1, 1, config.dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -82,11 +83,28 @@ class ViTWSI(MILModel):
             for i in range(config.depth)
         )
         self.head = nn.Sequential(nn.LayerNorm(config.dim), nn.Linear(config.dim, n_classes))
+        # Set by `use_chunks`: forward runs unpadded bags longer than this chunk by chunk (vit_sf only).
+        self.chunk_tokens: int | None = None
+
+    def use_chunks(self, chunk_tokens: int | None) -> "ViTWSI":
+        """Run `forward` on long unpadded bags `chunk_tokens` tiles at a time, with activation checkpointing
+        (same logits and gradients, memory ~ the bag plus two hidden states; wsi_pipeline/models/chunked.py).
+        None turns it off. Only models whose every layer is softmax-free (`vit_sf`) support it."""
+        if chunk_tokens is not None and not supports_chunking(self):
+            raise ValueError("chunked training needs a model whose every layer is softmax-free (vit_sf)")
+        self.chunk_tokens = chunk_tokens
+        return self
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if self.chunk_tokens is not None and mask is None and x.shape[1] > self.chunk_tokens:
+            check_inputs(x, mask)
+            return chunked_logits(self, x, self.chunk_tokens)
+        return super().forward(x, mask)
 
     def tokens(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Embedded tiles with the class token prepended, and the matching token mask."""
         check_inputs(x, mask)
-        h = self.embed(x.to(self.param_dtype))
+        h = self.embed(self.inputs(x))
         cls = self.cls_token.expand(h.shape[0], -1, -1).to(h.dtype)
         return torch.cat([cls, h], dim=1), with_class_token(mask)
 
@@ -131,7 +149,7 @@ def build_vit_sf(in_dim: int, n_classes: int, config: SequenceNormViTConfig) -> 
     def attention(last: bool) -> MultiHeadAttention:
         return SoftmaxFreeAttention(config.dim, config.heads, config.dim_head, config.dropout, config.eps)
 
-    return ViTWSI(in_dim, n_classes, config, attention, "layer_relevance")
+    return ViTWSI(in_dim, n_classes, config, attention, "conservative")
 
 
 @register_model("vit_sima", SimAViTConfig)
@@ -158,4 +176,4 @@ def build_vit_sf_ca(in_dim: int, n_classes: int, config: SequenceNormViTConfig) 
             return SoftmaxAttention(config.dim, config.heads, config.dim_head, config.dropout)
         return SoftmaxFreeClassReadout(config.dim, config.heads, config.dim_head, config.dropout, config.eps)
 
-    return ViTWSI(in_dim, n_classes, config, attention, "layer_relevance")
+    return ViTWSI(in_dim, n_classes, config, attention, "conservative")

@@ -5,8 +5,12 @@ OpenSlide is tried first (fast, the common scanner formats); what it cannot open
 takes level-0 pixel coordinates, the unit stored in tile stores and feature bags.
 """
 
+import importlib
+import logging
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from PIL import Image
@@ -162,7 +166,7 @@ class TiatoolboxReader(SlideReader):
     """Formats OpenSlide cannot read. tiatoolbox.wsicore imports in seconds, so it is imported only here."""
 
     def __init__(self, path: Path) -> None:
-        from tiatoolbox.wsicore.wsireader import WSIReader
+        WSIReader = import_tiatoolbox("tiatoolbox.wsicore.wsireader").WSIReader
 
         self.path = path
         self._reader = WSIReader.open(path)
@@ -197,6 +201,33 @@ class TiatoolboxReader(SlideReader):
         scale = max_px / max(width, height)
         shape = (max(1, round(height * scale)), max(1, round(width * scale)))
         return (resize(image, shape, anti_aliasing=True, preserve_range=True)).round().astype(np.uint8)
+
+
+def import_tiatoolbox(module: str) -> ModuleType:
+    """A tiatoolbox module, imported so that tiatoolbox's log lines stay out of the user's terminal.
+
+    Importing tiatoolbox gives the root logger handlers that print INFO to stdout (where `wsi tile` lists
+    its QC images) and WARNING to stderr (through the progress display), and it warns "Raw data is None."
+    and "Unknown scale" for every plain image, also when --mpp supplies the scale. Those handlers are
+    removed again, and a filter on the root logger (which tiatoolbox logs to directly) drops its records
+    below ERROR; errors still reach the user through the exception that names the slide.
+    """
+    root = logging.getLogger()
+    before = list(root.handlers)
+    level = root.level
+    imported = importlib.import_module(module)
+    for handler in root.handlers[:]:
+        if handler not in before:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(False)
+    if _drop_tiatoolbox_notes not in root.filters:
+        root.addFilter(_drop_tiatoolbox_notes)
+    return imported
+
+
+def _drop_tiatoolbox_notes(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or f"{os.sep}tiatoolbox{os.sep}" not in record.pathname
 
 
 def open_slide(path: Path) -> SlideReader:

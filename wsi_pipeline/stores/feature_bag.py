@@ -1,13 +1,19 @@
 """Feature bags `features/<slide_id>.h5`: the contract between `wsi extract` and `wsi train` / `wsi eval`.
 
-Our layout (DESIGN §3, documented in features/README.md): datasets `features` (N, D) float16 or float32 and
-`coords` (N, 2) int64 level-0 top-left (x, y), rows in the tile store's order; the recipe in root attributes.
+Our layout (docs/ARCHITECTURE.md, "Feature bag"; every attribute in features/README.md): datasets
+`features` (N, D) float16 or float32 and `coords` (N, 2) int64 level-0 top-left (x, y), rows in the tile
+store's order; the recipe in root attributes.
 A bag is streamed into its temporary file while it is computed (memory independent of N) and renamed into
 place only once every row and attribute is written, so a bag under its final name is complete.
 
 `load_bag` also reads bags that other tools made, so users can bring features they already have:
 STAMP (`feats`, coords in µm) and CLAM / TRIDENT (`features`, `coords` in level-0 px, CLAM sometimes with a
 leading batch axis of 1; CLAM's `.pt` feature files too, which carry no coordinates).
+
+One numeric path: training, validation, `wsi eval` and prediction all take a bag's features through
+`model_features` (held as float16 whatever the stored dtype, checked non-empty and finite, the slide named
+in every error) and run the model under `compute_autocast`, so the same bag gives the same probabilities
+in validation and in evaluation.
 """
 
 import json
@@ -94,10 +100,6 @@ class BagWriter:
         self._path = path
         self.n_written = 0
 
-    @property
-    def n_rows(self) -> int:
-        return int(self._dataset.shape[0])
-
     def write(self, rows: np.ndarray) -> None:
         n_total, feature_dim = self._dataset.shape
         if rows.ndim != 2 or rows.shape[1] != feature_dim:
@@ -166,7 +168,8 @@ def read_bag_attrs(path: Path) -> dict[str, Any]:
 
 
 def bag_feature_dim(path: Path) -> int:
-    """D of a bag in any supported layout, reading only the dataset's shape (not its values)."""
+    """D of a bag in any supported layout. An HDF5 bag gives it from the dataset's shape, without reading
+    values; a CLAM `.pt` file has no header to read a shape from, so it is loaded whole."""
     path = Path(path)
     if path.suffix.lower() == ".pt":
         return int(_load_pt_features(path).shape[1])
@@ -213,6 +216,42 @@ def load_bag(path: Path, *, mpp_level0: float | None = None) -> Bag:
     if attrs.get("format") == FORMAT_NAME:
         return _wsi_bag(path, features, raw_coords, attrs)
     return _clam_bag(path, features, raw_coords, {**dataset_attrs, **attrs})
+
+
+# ------------------------------------------------------------------------------------ precision policy
+
+# Features as every consumer holds them: our bags and STAMP's are stored in float16 already; CLAM and
+# TRIDENT store float32, which training has always held as float16 (half the memory of a cached cohort).
+# Models upcast to float32 themselves (`wsi_pipeline.models.base.upcast`), so compute is float32 on CPU.
+HELD_DTYPE = np.float16
+
+
+def model_features(features: np.ndarray, slide_id: str, path: Path) -> np.ndarray:
+    """(N, D) features in `HELD_DTYPE`, refused with the slide's id when empty or not finite after the cast."""
+    if features.ndim != 2 or features.shape[0] == 0:
+        raise WsiError(
+            f"slide {slide_id}: {path} has no tiles (features shape {features.shape}); "
+            "drop the slide from the labels table"
+        )
+    with np.errstate(over="ignore"):
+        held = np.ascontiguousarray(features, dtype=HELD_DTYPE)
+    bad = int(np.count_nonzero(~np.isfinite(held)))
+    if bad:
+        raise WsiError(
+            f"slide {slide_id}: {path} has {bad} NaN or inf feature values (or beyond float16 range); "
+            "re-extract it"
+        )
+    return held
+
+
+def compute_autocast(device_type: str, amp: bool) -> Any:
+    """The autocast of training and validation (bfloat16 on CUDA when the run used amp, else none); eval
+    and predict enter the same one, so a checkpoint's val AUROC is what `wsi eval --split val` gets."""
+    import torch
+
+    return torch.autocast(
+        device_type=device_type, dtype=torch.bfloat16, enabled=amp and device_type == "cuda"
+    )
 
 
 def _wsi_bag(path: Path, features: np.ndarray, coords: np.ndarray, attrs: dict[str, Any]) -> Bag:

@@ -1,7 +1,8 @@
-"""The run folder `runs/<name>/` (DESIGN §3): the contract between `wsi train` and `wsi eval`.
+"""The run folder `runs/<name>/` (docs/ARCHITECTURE.md, "Run folder"): the contract between `wsi train` and `wsi eval`.
 
 `config.yaml` (resolved training config: inputs, class names in index order, folds), `splits.csv`
-(slide, patient, label, fold, split), and per fold a `checkpoint.pt` (best val AUROC) and `history.csv`.
+(slide, patient, label, fold, split), `extractor.json` (what made the training bags' features: extractor,
+weights fingerprint, dim, tile geometry; `wsi predict` checks new bags against it), and per fold a `checkpoint.pt` (best val AUROC) and `history.csv`.
 A single split keeps its files in the run folder itself; `k` folds use `fold_0/` .. `fold_<k-1>/`.
 
 Checkpoints are plain dicts of tensors and built-in types, so they load with `torch.load(weights_only=True)`
@@ -11,14 +12,17 @@ without the training code.
 
 import csv
 import io
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from wsi_pipeline.config import read_yaml_mapping
 from wsi_pipeline.errors import WsiError
 from wsi_pipeline.stores.atomic import write_bytes_atomic, write_text_atomic
+from wsi_pipeline.stores.feature_bag import bag_feature_dim, read_bag_attrs
+from wsi_pipeline.stores.tile_store import read_tile_store_meta
 from wsi_pipeline.stores.torch_files import load_torch_data
+from wsi_pipeline.stores.yaml_file import read_yaml_mapping
 
 CONFIG_FILE = "config.yaml"
 SPLITS_FILE = "splits.csv"
@@ -120,7 +124,7 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
 def torch_bytes(payload: Any) -> bytes:
     """`torch.save` into memory: written to a file, a full disk would surface as a bare RuntimeError of
     torch's zip writer instead of the OSError that `write_bytes_atomic` turns into a one-line message."""
-    import torch
+    import torch  # heavy (seconds): loaded only when a checkpoint is written
 
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -146,3 +150,133 @@ def load_checkpoint(path: Path) -> Checkpoint:
         epoch=payload["epoch"],
         val_auroc=payload["val_auroc"],
     )
+
+
+# ------------------------------------------------------------------------------ extractor identity
+
+EXTRACTOR_FILE = "extractor.json"
+# Fields of a bag that must match the run's for its features to mean what the model learned.
+IDENTITY_FIELDS = ("extractor", "weights_sha256", "feature_dim", "tile_um", "tile_px", "stain_norm")
+# Extraction settings that do not change a feature's value (where and how fast it was computed).
+_RUNTIME_EXTRACT_KEYS = {
+    "weights",
+    "random_init",
+    "batch_size",
+    "workers",
+    "device",
+    "slides_root",
+    "overwrite",
+}
+
+
+@dataclass(frozen=True)
+class ExtractorIdentity:
+    """What made the features of a run's training bags: the contract `wsi predict` checks new bags against.
+
+    `mpp` is µm per pixel as the extractor saw the tiles (tile_um / tile_px). `extract_settings` and `tiling`
+    are the feature-changing settings of `wsi extract` and `wsi tile` (when the tile stores were reachable at
+    training time), so `wsi predict --slides` can make new bags the same way. `mixed` names fields on which
+    the training bags disagreed (recorded as null).
+    """
+
+    extractor: str | None
+    weights_sha256: str | None
+    feature_dim: int
+    tile_um: float | None
+    tile_px: int | None
+    mpp: float | None
+    stain_norm: str | None
+    dtype: str | None
+    extract_settings: dict[str, Any]
+    tiling: dict[str, Any]
+    n_bags: int
+    mixed: tuple[str, ...] = ()
+
+
+def bag_identity(attrs: dict[str, Any], feature_dim: int) -> dict[str, Any]:
+    """The identity fields of one bag from its attributes (ours, STAMP's or TRIDENT's names)."""
+    settings = attrs.get("extract_config")
+    settings = _json_mapping(settings)
+    tile_um = attrs.get("tile_um", attrs.get("tile_size_um"))
+    tile_px = attrs.get("tile_px", attrs.get("tile_size_px", attrs.get("patch_size")))
+    stain = attrs.get("stain_norm", settings.get("stain_norm"))
+    return {
+        "extractor": attrs.get("extractor") or attrs.get("encoder"),
+        "weights_sha256": attrs.get("weights_sha256"),
+        "feature_dim": int(feature_dim),
+        "tile_um": float(tile_um) if tile_um is not None else None,
+        "tile_px": int(tile_px) if tile_px is not None else None,
+        "stain_norm": None if stain in (None, "none") else str(stain),
+    }
+
+
+def _json_mapping(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {}
+
+
+def identity_of_bags(paths: list[Path]) -> ExtractorIdentity:
+    """The common identity of `paths` (read from their headers only), with the settings that made them."""
+    idents, attrs_first = [], {}
+    for path in paths:
+        attrs = read_bag_attrs(path) if path.suffix.lower() == ".h5" else {}
+        attrs_first = attrs_first or attrs
+        idents.append(bag_identity(attrs, bag_feature_dim(path)))
+    common: dict[str, Any] = {}
+    mixed = []
+    for name in IDENTITY_FIELDS:
+        values = {json.dumps(i[name]) for i in idents}
+        common[name] = idents[0][name] if len(values) == 1 else None
+        if len(values) > 1:
+            mixed.append(name)
+    settings = _json_mapping(attrs_first.get("extract_config"))
+    tile_um, tile_px = common["tile_um"], common["tile_px"]
+    return ExtractorIdentity(
+        **common,
+        mpp=tile_um / tile_px if tile_um and tile_px else None,
+        dtype=attrs_first.get("dtype"),
+        extract_settings={k: v for k, v in settings.items() if k not in _RUNTIME_EXTRACT_KEYS},
+        tiling=_tiling_of(attrs_first),
+        n_bags=len(paths),
+        mixed=tuple(mixed),
+    )
+
+
+def _tiling_of(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The tile store's settings (tissue method, filter thresholds), when the store is still there."""
+    store = attrs.get("tile_store")
+    if not store or not Path(store).is_dir():
+        return {}
+    try:
+        meta = read_tile_store_meta(Path(store)).model_dump(mode="json")
+    except WsiError:
+        return {}
+    keep = ("tile_um", "tile_px", "tissue_method", "mpp_source", "mpp_level0")
+    return {**{k: meta[k] for k in keep if k in meta}, **meta.get("thresholds", {})}
+
+
+def write_extractor_identity(run_dir: Path, bag_paths: list[Path]) -> ExtractorIdentity:
+    """Record the training bags' identity in `extractor.json` (atomically)."""
+    identity = identity_of_bags(bag_paths)
+    body = {**asdict(identity), "mixed": list(identity.mixed)}
+    write_text_atomic(run_dir / EXTRACTOR_FILE, json.dumps(body, indent=2) + "\n")
+    return identity
+
+
+def read_extractor_identity(run_dir: Path) -> ExtractorIdentity | None:
+    """The run's recorded identity; None for runs trained before it was recorded."""
+    path = run_dir / EXTRACTOR_FILE
+    if not path.is_file():
+        return None
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+        return ExtractorIdentity(**{**body, "mixed": tuple(body.get("mixed", ()))})
+    except (OSError, ValueError, TypeError) as exc:
+        raise WsiError(f"{path}: damaged extractor record ({type(exc).__name__}: {exc})") from exc

@@ -1,22 +1,22 @@
 """The tile store `tiles/<slide_id>.zarr`: the contract between `wsi tile` and `wsi extract`.
 
-Layout (DESIGN §3): arrays `coords` (N,2) int64 level-0 top-left (x, y), `tissue_fraction` (N,) float32,
-`blur_score` (N,) float32, `thumbnail` (h,w,3) uint8, `tissue_mask` (h,w) bool; attributes in
-`TileStoreMeta`. Written atomically as a whole folder, so a store under its final name is complete.
+Layout (docs/ARCHITECTURE.md, "Tile store"): arrays `coords` (N,2) int64 level-0 top-left (x, y), `tissue_fraction` (N,) float32,
+`blur_score` (N,) float32 (the focus score the blur filter judged), `thumbnail` (h,w,3) uint8,
+`tissue_mask` (h,w) bool (marker ink removed); attributes in `TileStoreMeta`. Written atomically as a whole folder, so a store under its final name is complete.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from wsi_pipeline.errors import WsiError
+from wsi_pipeline.resolution import MppSource
 from wsi_pipeline.stores.atomic import atomic_path
 
 STORE_SUFFIX = ".zarr"
-MppSource = Literal["metadata", "objective-power", "override"]
 
 
 class TileStoreMeta(BaseModel):
@@ -42,6 +42,14 @@ class TileStoreMeta(BaseModel):
     n_kept: int
     rejected: dict[str, int]
     wsi_version: str
+    # Share of the tissue mask covered by kept tiles; None in stores written before it was recorded.
+    tissue_recall: float | None = None
+
+    @field_validator("mpp_source", mode="before")
+    @classmethod
+    def _legacy_source_name(cls, value: Any) -> Any:
+        """Stores written before `--mpp` was named a fallback say `override`; they stay readable."""
+        return "fallback" if value == "override" else value
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,7 @@ def store_path(out_dir: Path, slide_id: str) -> Path:
 
 def write_tile_store(path: Path, store: TileStore) -> None:
     """Write `store` to `path` atomically (replacing a previous store only once the new one is complete)."""
-    import zarr
+    import zarr  # heavy (about 1 s): loaded only when a store is read or written
 
     n = store.n_tiles
     if store.coords.shape != (n, 2) or store.tissue_fraction.shape != (n,) or store.blur_score.shape != (n,):
@@ -80,7 +88,7 @@ def write_tile_store(path: Path, store: TileStore) -> None:
 
 
 def read_tile_store_meta(path: Path) -> TileStoreMeta:
-    import zarr
+    import zarr  # heavy (about 1 s): loaded only when a store is read or written
 
     try:
         root = zarr.open_group(str(path), mode="r")
@@ -90,7 +98,7 @@ def read_tile_store_meta(path: Path) -> TileStoreMeta:
 
 
 def read_tile_store(path: Path) -> TileStore:
-    import zarr
+    import zarr  # heavy (about 1 s): loaded only when a store is read or written
 
     meta = read_tile_store_meta(path)
     try:

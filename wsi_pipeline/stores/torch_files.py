@@ -19,7 +19,7 @@ def load_torch_data(path: Path, *, kind: str, allowed: str) -> Any:
     `kind` names the file in the damaged-file error ("not a <kind>"); `allowed` tells the user, in the
     refusal, what such a file may hold instead of pickled code.
     """
-    import torch
+    import torch  # heavy (seconds): loaded only when a .pt file is read
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

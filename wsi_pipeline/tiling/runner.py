@@ -20,29 +20,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.text import Text
 
 from wsi_pipeline.backends import Backend, ray_session, run_tasks
 from wsi_pipeline.batch import SlideOutcome, print_summary
 from wsi_pipeline.config import write_resolved_config
 from wsi_pipeline.errors import WsiError
 from wsi_pipeline.ids import slide_id_for
+from wsi_pipeline.progress import RateColumn, progress_bar
 from wsi_pipeline.stores.atomic import claimed_folder
 from wsi_pipeline.stores.tile_store import TileStoreMeta, read_tile_store_meta, store_path
 from wsi_pipeline.tiling.config import TileConfig
 from wsi_pipeline.tiling.slide import FILTERS, SUMMARY_LABELS, SlideJob, summary_fields, tile_slide
 
 RESOLVED_CONFIG_NAME = "tile_config.yaml"
-SUMMARY_COLUMNS = ["mpp", "mpp source", "level", "kept", *(SUMMARY_LABELS[f] for f in FILTERS)]
+SUMMARY_COLUMNS = ["mpp", "mpp source", "level", "kept", "recall", *(SUMMARY_LABELS[f] for f in FILTERS)]
 Decision = Literal["todo", "skip", "fail"]
 
 # The progress queue of a pool worker, set once per process by `_init_worker`.
@@ -87,8 +78,8 @@ def settings_differences(meta: TileStoreMeta, cfg: TileConfig) -> str:
         ("tissue_method", meta.tissue_method, cfg.tissue_method),
         *((key, meta.thresholds.get(key), value) for key, value in cfg.thresholds().items()),
     ]
-    # An explicit --mpp matters only where it was used, and only when given again with another value.
-    if meta.mpp_source == "override" and cfg.mpp is not None:
+    # An explicit --mpp matters only where it was used (or is now forced), and only when given again.
+    if cfg.mpp is not None and (cfg.mpp_override or meta.mpp_source in ("fallback", "mpp-override")):
         pairs.append(("mpp", meta.mpp_level0, cfg.mpp))
     return ", ".join(f"{key} {old} -> {new}" for key, old, new in pairs if old != new)
 
@@ -115,58 +106,12 @@ def tile_slides(
                 markup=False,
                 highlight=False,
             )
-
-        outcomes: dict[int, SlideOutcome] = {}
-        jobs: dict[int, SlideJob] = {}
-        notes: dict[int, str] = {}
-        for index, slide in enumerate(slides):
-            try:
-                decision, note, meta = resume_decision(Path(slide), out_dir, cfg, overwrite)
-            except (
-                WsiError
-            ) as exc:  # a file name that cannot name outputs: this slide fails, the batch goes on
-                outcomes[index] = SlideOutcome(Path(slide).name, "failed", " ".join(str(exc).split()))
-                _print_failure(console, Path(slide), outcomes[index].reason)
-                continue
-            if decision == "todo":
-                jobs[index] = SlideJob(Path(slide), out_dir, cfg)
-                notes[index] = note
-            elif decision == "skip" and meta is not None:
-                outcomes[index] = SlideOutcome(
-                    slide_id_for(Path(slide)), "skipped", note, fields=summary_fields(meta, out_dir)
-                )
-            else:
-                outcomes[index] = SlideOutcome(slide_id_for(Path(slide)), "failed", note)
-                _print_failure(console, Path(slide), note)
-
+        outcomes, jobs, notes = _decide(slides, out_dir, cfg, overwrite, console)
         processes = min(max(1, workers), max(1, len(jobs)))
         threads = max(1, workers // processes)
         jobs = {i: SlideJob(job.slide_path, job.out_dir, job.config, threads) for i, job in jobs.items()}
         started = time.perf_counter()
-        with _progress(console) as progress:
-            slides_task = progress.add_task("slides", total=len(jobs), unit="slides")
-            tiles_task = progress.add_task("tiles", total=0, unit="tiles")
-
-            def on_progress(kind: str, n: int) -> None:
-                if kind == "candidates":
-                    progress.update(tiles_task, total=(progress.tasks[tiles_task].total or 0) + n)
-                else:
-                    progress.advance(tiles_task, n)
-
-            def finished(index: int, outcome: SlideOutcome) -> None:
-                if notes.get(index) and outcome.status == "done" and not outcome.reason:
-                    outcome.reason = notes[index]
-                outcomes[index] = outcome
-                progress.advance(slides_task)
-                _report(console, jobs[index].slide_path, outcome, debug)
-
-            if backend.is_ray:
-                _run_ray(jobs, backend, on_progress, finished)
-            elif processes == 1:
-                for index, job in jobs.items():
-                    finished(index, _run_here(job, on_progress, debug))
-            else:
-                _run_pool(jobs, processes, on_progress, finished)
+        outcomes.update(_run_jobs(jobs, notes, processes, backend, console, debug))
         elapsed = time.perf_counter() - started
 
         ordered = [outcomes[i] for i in range(len(slides))]
@@ -175,18 +120,86 @@ def tile_slides(
         if any(o.status != "failed" for o in ordered):
             write_resolved_config(out_dir / RESOLVED_CONFIG_NAME, cfg)
         print_summary(console, "wsi tile", ordered, SUMMARY_COLUMNS)
-        tiles_read = sum(int(o.fields.get("tiles read", 0)) for o in ordered)
-        if tiles_read:
-            where = (
-                "on Ray, its start included"
-                if backend.is_ray
-                else f"{workers} worker{'s' if workers > 1 else ''}"
-            )
-            console.print(
-                f"{tiles_read} tiles read and filtered in {elapsed:.1f} s "
-                f"({tiles_read / elapsed:.0f} tiles/s, {where})"
-            )
+        _print_rate(console, ordered, elapsed, workers, backend)
         return ordered
+
+
+def _decide(
+    slides: Sequence[Path], out_dir: Path, cfg: TileConfig, overwrite: bool, console: Console
+) -> tuple[dict[int, SlideOutcome], dict[int, SlideJob], dict[int, str]]:
+    """Outcomes of slides decided without tiling (skipped, failed), and the jobs (with notes) to run."""
+    outcomes: dict[int, SlideOutcome] = {}
+    jobs: dict[int, SlideJob] = {}
+    notes: dict[int, str] = {}
+    for index, slide in enumerate(slides):
+        try:
+            decision, note, meta = resume_decision(Path(slide), out_dir, cfg, overwrite)
+        except WsiError as exc:  # a file name that cannot name outputs: this slide fails, the batch goes on
+            outcomes[index] = SlideOutcome(Path(slide).name, "failed", " ".join(str(exc).split()))
+            _print_failure(console, Path(slide), outcomes[index].reason)
+            continue
+        if decision == "todo":
+            jobs[index] = SlideJob(Path(slide), out_dir, cfg)
+            notes[index] = note
+        elif decision == "skip" and meta is not None:
+            outcomes[index] = SlideOutcome(
+                slide_id_for(Path(slide)), "skipped", note, fields=summary_fields(meta, out_dir)
+            )
+        else:
+            outcomes[index] = SlideOutcome(slide_id_for(Path(slide)), "failed", note)
+            _print_failure(console, Path(slide), note)
+    return outcomes, jobs, notes
+
+
+def _run_jobs(
+    jobs: dict[int, SlideJob],
+    notes: dict[int, str],
+    processes: int,
+    backend: Backend,
+    console: Console,
+    debug: bool,
+) -> dict[int, SlideOutcome]:
+    """Run the jobs here, in a pool or on Ray, with the progress display; one outcome per job."""
+    outcomes: dict[int, SlideOutcome] = {}
+    with progress_bar(console, RateColumn(), label="{task.description:>6}", transient=False) as progress:
+        slides_task = progress.add_task("slides", total=len(jobs), unit="slides")
+        tiles_task = progress.add_task("tiles", total=0, unit="tiles")
+
+        def on_progress(kind: str, n: int) -> None:
+            if kind == "candidates":
+                progress.update(tiles_task, total=(progress.tasks[tiles_task].total or 0) + n)
+            else:
+                progress.advance(tiles_task, n)
+
+        def finished(index: int, outcome: SlideOutcome) -> None:
+            if notes.get(index) and outcome.status == "done" and not outcome.reason:
+                outcome.reason = notes[index]
+            outcomes[index] = outcome
+            progress.advance(slides_task)
+            _report(console, jobs[index].slide_path, outcome, debug)
+
+        if backend.is_ray:
+            _run_ray(jobs, backend, on_progress, finished)
+        elif processes == 1:
+            for index, job in jobs.items():
+                finished(index, _run_here(job, on_progress, debug))
+        else:
+            _run_pool(jobs, processes, on_progress, finished)
+    return outcomes
+
+
+def _print_rate(
+    console: Console, outcomes: list[SlideOutcome], elapsed: float, workers: int, backend: Backend
+) -> None:
+    tiles_read = sum(int(o.fields.get("tiles read", 0)) for o in outcomes)
+    if not tiles_read:
+        return
+    where = (
+        "on Ray, its start included" if backend.is_ray else f"{workers} worker{'s' if workers > 1 else ''}"
+    )
+    console.print(
+        f"{tiles_read} tiles read and filtered in {elapsed:.1f} s ({tiles_read / elapsed:.0f} tiles/s, {where})"
+    )
 
 
 def _run_here(job: SlideJob, on_progress: Callable[[str, int], None], debug: bool) -> SlideOutcome:
@@ -336,7 +349,7 @@ def _report(console: Console, slide_path: Path, outcome: SlideOutcome, debug: bo
         if debug and "traceback" in outcome.fields:
             console.print(str(outcome.fields["traceback"]), markup=False, highlight=False)
         _print_failure(console, slide_path, outcome.reason)
-    elif outcome.status == "done" and outcome.fields.get("kept") == 0:
+    elif outcome.status == "done" and outcome.fields.get("warning"):
         console.print(
             f"WARNING: {slide_path}: {outcome.reason}",
             style="bold yellow",
@@ -350,25 +363,3 @@ def _print_failure(console: Console, slide_path: Path, reason: str) -> None:
     # The reason of a slide error already names the file; others get it prefixed.
     text = reason if str(slide_path) in reason or slide_path.name in reason else f"{slide_path}: {reason}"
     console.print(f"error: {text}", style="red", soft_wrap=True, markup=False, highlight=False)
-
-
-class _RateColumn(ProgressColumn):
-    """Tiles per second since the start: workers report in bursts, which makes rich's windowed speed jump."""
-
-    def render(self, task: Task) -> Text:
-        elapsed = task.finished_time or task.elapsed
-        if task.fields.get("unit") != "tiles" or not elapsed or not task.completed:
-            return Text("")
-        return Text(f"{task.completed / elapsed:.0f} tiles/s", style="progress.data.speed")
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description:>6}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from wsi_pipeline.errors import WsiError
+from wsi_pipeline.progress import progress_bar
 from wsi_pipeline.stores.labels import LabelTable
 from wsi_pipeline.train.config import CacheMode
 
@@ -81,20 +81,12 @@ def common_feature_dim(paths: dict[str, Path]) -> int:
     return common
 
 
-def read_bag_features(path: Path) -> np.ndarray:
-    """The (N, D) features of a bag as float16, checked for NaN/inf (also after the cast to fp16)."""
-    from wsi_pipeline.stores.feature_bag import load_bag
+def read_bag_features(path: Path, slide_id: str | None = None) -> np.ndarray:
+    """The (N, D) features of a bag through the one reader and precision policy eval and predict use
+    (`stores.feature_bag.model_features`: float16, non-empty, finite, errors naming the slide)."""
+    from wsi_pipeline.stores.feature_bag import load_bag, model_features
 
-    features = load_bag(path).features
-    if features.ndim != 2 or features.shape[0] == 0:
-        raise WsiError(
-            f"{path}: bag has no tiles (features shape {features.shape}); drop the slide from the labels table"
-        )
-    half = np.ascontiguousarray(features, dtype=np.float16)
-    bad = int(np.count_nonzero(~np.isfinite(half)))
-    if bad:
-        raise WsiError(f"{path}: {bad} NaN or inf feature values (or beyond float16 range); re-extract it")
-    return half
+    return model_features(load_bag(path).features, slide_id or path.stem, path)
 
 
 class BagCache:
@@ -111,20 +103,20 @@ class BagCache:
         self.n_tiles: dict[str, int] = {}
         self._bags: dict[str, torch.Tensor] = {}
 
+    @classmethod
+    def of_tensors(cls, bags: dict[str, torch.Tensor], device: torch.device) -> "BagCache":
+        """A memory cache over bags already in memory (benchmarks on published MIL sets, tests): no files."""
+        cache = cls({slide_id: Path(slide_id) for slide_id in bags}, "memory", device)
+        cache._bags = {s: bag.to(torch.float16) for s, bag in bags.items()}
+        cache.n_tiles = {s: bag.shape[0] for s, bag in bags.items()}
+        return cache
+
     def load(self, console: Console | None) -> None:
         """Read and check every bag; keep them unless `mode == "none"`."""
-        with Progress(
-            TextColumn("reading bags"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-            disable=console is None,
-        ) as progress:
+        with progress_bar(console, label="reading bags") as progress:
             task = progress.add_task("bags", total=len(self.paths))
             for slide_id, path in self.paths.items():
-                features = read_bag_features(path)
+                features = read_bag_features(path, slide_id)
                 self.n_tiles[slide_id] = features.shape[0]
                 if self.mode != "none":
                     bag = torch.from_numpy(features)
@@ -133,9 +125,42 @@ class BagCache:
 
     def get(self, slide_id: str) -> torch.Tensor:
         if self.mode == "none":
-            return torch.from_numpy(read_bag_features(self.paths[slide_id])).to(self.device)
+            return torch.from_numpy(read_bag_features(self.paths[slide_id], slide_id)).to(self.device)
         return self._bags[slide_id].to(self.device)
 
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._bags.values())
+
+
+# A feature whose std over the training tiles is below this is constant for the model: dividing by a
+# smaller number would blow float16 rounding noise up into signal.
+STD_FLOOR = 1e-6
+
+
+def feature_stats(cache: BagCache, slide_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and std (float32, std floored at STD_FLOOR) over every tile of `slide_ids`.
+
+    Streamed one bag at a time, accumulated in float64 with Chan's pairwise merge of (count, mean, M2):
+    features with a large offset and a tiny spread (random-init extractors) would lose their variance to
+    cancellation in a sum-of-squares formula.
+    """
+    if not slide_ids:
+        raise WsiError("feature standardisation needs at least one training bag")
+    count, mean, m2 = 0, None, None
+    for slide_id in slide_ids:
+        x = cache.get(slide_id).to(device="cpu", dtype=torch.float64)
+        n = x.shape[0]
+        bag_mean = x.mean(dim=0)
+        bag_m2 = ((x - bag_mean) ** 2).sum(dim=0)
+        if mean is None or m2 is None:
+            count, mean, m2 = n, bag_mean, bag_m2
+            continue
+        total = count + n
+        delta = bag_mean - mean
+        mean = mean + delta * (n / total)
+        m2 = m2 + bag_m2 + delta**2 * (count * n / total)
+        count = total
+    assert mean is not None and m2 is not None
+    std = (m2 / max(count, 1)).sqrt().clamp_min(STD_FLOOR)
+    return mean.float(), std.float()

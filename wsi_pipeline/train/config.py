@@ -1,10 +1,13 @@
-"""Training settings. Defaults equal `configs/train/<model>.yaml` (a test keeps them equal).
+"""Training settings, with their defaults stated here once (`wsi train --print-config` shows them resolved).
 
 The paper's run (Khader et al. 2024) trains on whole bags at batch size 1 with AdamW for up to 100 epochs and
 keeps the epoch with the best validation AUROC. Its exact learning rate could not be checked offline, so the
 defaults are the common MIL-transformer values: lr 1e-4, weight decay 1e-2, one warm-up epoch then a cosine
-decay, gradient norm clipped at 1, and patience 10 epochs on validation AUROC (ties broken by the lower
-validation loss, because a small validation set saturates AUROC at 1.0 early).
+decay, gradient norm clipped at 1. On real features (benchmarks/bench_real.py) three more things decided
+whether a learned aggregator beat a logistic regression on mean features: standardised inputs, choosing the
+epoch by the validation loss at a fitted temperature rather than by AUROC (a small validation set ties at
+AUROC 1.0 within an epoch or two) or by the raw loss (which keeps a barely trained epoch because later ones are
+confident), and at least `min_epochs` before stopping. Per-model exceptions are in MODEL_DEFAULTS.
 
 `config.yaml` of a run is this model resolved: `features`, `labels` and `classes` (the class names in index
 order) are filled in, so `wsi train --config runs/NAME/config.yaml` reproduces the run.
@@ -15,12 +18,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from wsi_pipeline.resources import configs_dir
+from wsi_pipeline.config import load_config
 
 CacheMode = Literal["memory", "device", "none"]
-
-# The source tree's configs/, or the copy inside an installed wheel (wsi_pipeline.resources).
-CONFIGS_DIR = configs_dir()
+FeatureNorm = Literal["standardize", "none"]
+SelectOn = Literal["loss", "auroc"]
 
 
 class SplitFractions(BaseModel):
@@ -39,59 +41,77 @@ class SplitFractions(BaseModel):
         return self
 
 
+# Per-model training defaults, chosen by repeated cross-validation on real features (benchmarks/bench_real.py;
+# table and reasons in wsi_pipeline/models/README.md). A field not named here takes TrainConfig's default.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    # One linear layer on a mean of z-scored tiles: weights must grow large, so 10x the deep models' step.
+    "mean_linear": {"lr": 1e-3},
+}
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_defaults(cls, data: Any) -> Any:
+        """Fill the fields not given with the chosen model's defaults (MODEL_DEFAULTS)."""
+        if not isinstance(data, dict):
+            return data
+        model = data.get("model") or cls.model_fields["model"].default
+        return {**MODEL_DEFAULTS.get(str(model), {}), **data}
 
     features: Path | None = Field(None, description="folder of feature bags <slide_id>.h5")
     labels: Path | None = Field(None, description="labels CSV: slide_id, label[, patient_id, split]")
     classes: list[str] | None = Field(None, description="class names in index order; default: sorted labels")
     allow_missing: bool = Field(False, description="drop labelled slides that have no bag instead of failing")
+    require_patient_id: bool = Field(
+        False, description="refuse labels without patient_id whose slide ids are not TCGA barcodes"
+    )
 
     model: str = Field("vit_sf", description="aggregator name in wsi_pipeline.models")
     model_overrides: dict[str, Any] = Field(
-        default_factory=dict, description="over configs/models/<model>.yaml, e.g. {dropout: 0.1}"
+        default_factory=dict, description="over the model's own defaults (`wsi models`), e.g. {dropout: 0.1}"
     )
 
-    epochs: int = Field(100, ge=1)
-    lr: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
+    epochs: int = Field(100, ge=1, description="maximum epochs (early stopping may end sooner)")
+    lr: float = Field(1e-4, gt=0, description="peak learning rate of AdamW")
+    weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay (not on biases and norms)")
     warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up from 0, then cosine decay to min_lr")
-    min_lr: float = Field(0.0, ge=0)
+    min_lr: float = Field(0.0, ge=0, description="learning rate at the end of the cosine decay")
     grad_clip_norm: float | None = Field(1.0, gt=0, description="max global gradient norm; null = off")
     class_weighted_loss: bool = Field(True, description="cross-entropy weighted by inverse class frequency")
-    patience: int = Field(
-        10, ge=1, description="epochs without a better val AUROC (ties: lower val loss) before stopping"
+    patience: int = Field(10, ge=1, description="epochs without a better selected epoch before stopping")
+    min_epochs: int = Field(10, ge=1, description="epochs always trained before early stopping may fire")
+    select_on: SelectOn = Field(
+        "loss", description="best epoch by val loss (ties: higher AUROC) or val AUROC (ties: lower loss)"
     )
-    seed: int = 0
+    feature_norm: FeatureNorm = Field(
+        "standardize", description="z-score each feature with the training tiles' mean and std (in the model)"
+    )
+    calibrate: bool = Field(
+        True, description="fit a softmax temperature on the validation bags after training"
+    )
+    seed: int = Field(0, description="seed of the splits, the initialisation and the bag order")
 
     folds: int = Field(1, ge=1, description="1 = one train/val/test split; k >= 2 = k-fold CV on patients")
-    split_fractions: SplitFractions = Field(default_factory=SplitFractions)
+    split_fractions: SplitFractions = Field(
+        default_factory=SplitFractions, description="train/val/test shares of patients without a split column"
+    )
 
     max_tiles: int | None = Field(None, ge=1, description="random tiles per bag and step; null = whole bags")
     cache: CacheMode = Field("memory", description="memory: fp16 in RAM; device: on the GPU; none: re-read")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on CPU)")
-
-
-def default_config_file(model: str) -> Path | None:
-    """`configs/train/<model>.yaml` (source tree or installed copy), when there is one."""
-    path = CONFIGS_DIR / "train" / f"{model}.yaml"
-    return path if path.is_file() else None
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; null = the physical cores")
 
 
 def resolve_train_config(
     config_file: Path | None, overrides: dict[str, Any], run_dir: Path, resume: bool
 ) -> TrainConfig:
-    """Code defaults < config file < options. Without `--config`: the run's own config when resuming, else
-    `configs/train/<model>.yaml` for the chosen model."""
-    from wsi_pipeline.config import load_config
-
-    if config_file is None:
-        saved = run_dir / "config.yaml"
-        if resume and saved.is_file():
-            config_file = saved
-        else:
-            config_file = default_config_file(
-                overrides.get("model") or TrainConfig.model_fields["model"].default
-            )
+    """Code defaults < config file < options. Without `--config`, a resumed run starts from its own
+    config.yaml, so options given again need not repeat every setting."""
+    saved = run_dir / "config.yaml"
+    if config_file is None and resume and saved.is_file():
+        config_file = saved
     return load_config(TrainConfig, config_file, overrides)

@@ -14,32 +14,45 @@ import random
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from torch import nn
 
 from wsi_pipeline.errors import WsiError
+from wsi_pipeline.metrics import auroc
+from wsi_pipeline.progress import progress_bar
 from wsi_pipeline.stores.atomic import write_bytes_atomic, write_text_atomic
 from wsi_pipeline.stores.run_folder import (
     CHECKPOINT_FILE,
     HISTORY_FILE,
     Checkpoint,
+    load_checkpoint,
     save_checkpoint,
     torch_bytes,
 )
-from wsi_pipeline.train.bags import BagCache
+from wsi_pipeline.train.bags import BagCache, feature_stats
+from wsi_pipeline.train.calibration import fit_temperature, nll
 from wsi_pipeline.train.config import TrainConfig
 from wsi_pipeline.train.process import ProcessRole
 
 LAST_FILE = "last.pt"
 RESULT_FILE = "result.json"
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_auroc", "lr", "seconds", "peak_memory_mb")
+HISTORY_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_loss_calibrated",
+    "val_auroc",
+    "lr",
+    "seconds",
+    "peak_memory_mb",
+)
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
@@ -53,23 +66,42 @@ class FoldData:
     targets: dict[str, int]  # slide_id -> class index
 
 
+# Validation losses (nats per bag) closer than this are a tie for `select_on: loss`.
+LOSS_TIE = 1e-3
+
+
 @dataclass
 class EarlyStopping:
-    """Best = highest val AUROC; ties go to the lower val loss.
+    """Best = lowest val loss (ties: higher AUROC), or with `select_on="auroc"` the other way round.
 
-    Small validation sets saturate AUROC at 1.0 within an epoch or two; without the tie-break the first
-    lucky epoch would be kept even as the model goes on to separate the classes more confidently.
+    Why loss by default: a validation set of a few dozen bags saturates AUROC at 1.0 within an epoch or two,
+    and keeping that first lucky epoch stopped training while the model still improved
+    (benchmarks/bench_real.py). The loss keeps moving while the ranking is tied. No stop before `min_epochs`.
     """
 
     patience: int
+    min_epochs: int = 1
+    select_on: str = "loss"
     best_auroc: float = -math.inf
     best_loss: float = math.inf
     best_epoch: int = 0
     bad_epochs: int = 0
+    epochs_seen: int = 0
+
+    def _better(self, auroc: float, loss: float) -> bool:
+        """Losses within LOSS_TIE count as tied: an untrainable fold otherwise creeps towards log 2 by 1e-5 an
+        epoch and never stops (measured on Fox, benchmarks/bench_real.py)."""
+        auroc = -math.inf if math.isnan(auroc) else auroc
+        if self.select_on == "auroc":
+            return (auroc, -loss) > (self.best_auroc, -self.best_loss)
+        if abs(loss - self.best_loss) <= LOSS_TIE:
+            return auroc > self.best_auroc
+        return loss < self.best_loss
 
     def update(self, auroc: float, loss: float, epoch: int) -> bool:
         """Record an epoch; True when it is the new best."""
-        if auroc > self.best_auroc or (auroc == self.best_auroc and loss < self.best_loss):
+        self.epochs_seen = epoch
+        if self._better(auroc, loss):
             self.best_auroc, self.best_loss, self.best_epoch, self.bad_epochs = auroc, loss, epoch, 0
             return True
         self.bad_epochs += 1
@@ -77,7 +109,7 @@ class EarlyStopping:
 
     @property
     def should_stop(self) -> bool:
-        return self.bad_epochs >= self.patience
+        return self.bad_epochs >= self.patience and self.epochs_seen >= self.min_epochs
 
 
 @dataclass(frozen=True)
@@ -88,6 +120,9 @@ class FoldResult:
     epochs_run: int
     stopped_early: bool
     seconds: float
+    temperature: float = 1.0  # fitted on the validation bags after training; 1 = not calibrated
+    val_nll_uncalibrated: float | None = None
+    val_nll_calibrated: float | None = None
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float) -> float:
@@ -96,17 +131,6 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: flo
         return lr * (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
-
-
-def auroc(targets: np.ndarray, probs: np.ndarray) -> float:
-    """Binary: AUROC of the class-1 probability; more classes: macro one-vs-rest."""
-    from sklearn.metrics import roc_auc_score
-
-    if probs.shape[1] == 2:
-        return float(roc_auc_score(targets, probs[:, 1]))
-    return float(
-        roc_auc_score(targets, probs, multi_class="ovr", average="macro", labels=range(probs.shape[1]))
-    )
 
 
 def class_weights(targets: list[int], n_classes: int) -> torch.Tensor:
@@ -190,6 +214,8 @@ class FoldTrainer:
         self.cfg, self.model, self.model_config = cfg, model, model_config
         self.class_names, self.in_dim, self.cache, self.data = class_names, in_dim, cache, data
         self.device, self.role, self.console = device, role, console if role.writes else None
+        if cfg.feature_norm == "standardize":  # before `wrap`: DistributedDataParallel copies buffers then
+            model.set_feature_norm(*feature_stats(cache, data.train_ids))
         # What training steps go through (DistributedDataParallel under torchrun); `self.model` stays the
         # plain module, so checkpoints and `last.pt` hold its state dict whatever the number of processes.
         self.net = role.wrap(model, device)
@@ -200,12 +226,11 @@ class FoldTrainer:
         self.train_loss = nn.CrossEntropyLoss(
             weight=weights.to(device) if cfg.class_weighted_loss else None, reduction="sum"
         )
-        self.val_loss = nn.CrossEntropyLoss()
         self.steps_per_epoch = len(role.my_bags(data.train_ids))
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
         self.amp = cfg.amp and device.type == "cuda"
-        self.stopper = EarlyStopping(cfg.patience)
+        self.stopper = EarlyStopping(cfg.patience, cfg.min_epochs, cfg.select_on)
         self.state = _State()
 
     # -- persistence ---------------------------------------------------------------------------------
@@ -251,7 +276,10 @@ class FoldTrainer:
 
     # -- one epoch -----------------------------------------------------------------------------------
     def _autocast(self) -> torch.autocast:
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        """The one precision policy (`stores.feature_bag.compute_autocast`), which `wsi eval` enters too."""
+        from wsi_pipeline.stores.feature_bag import compute_autocast
+
+        return compute_autocast(self.device.type, self.amp)
 
     def _train_epoch(self, epoch: int, progress: Progress | None) -> float:
         """Mean training loss of the epoch's bags, over all ranks."""
@@ -269,7 +297,10 @@ class FoldTrainer:
             if progress
             else None
         )
-        total, tiles, start = 0.0, 0, time.perf_counter()
+        # The loss is summed on the device and read once per epoch: a float() per step would wait for the
+        # GPU after every bag (issue 18: the loop at the step's speed).
+        total: torch.Tensor | float = 0.0
+        tiles, start = 0, time.perf_counter()
         for slide_id in mine:
             x = self.cache.get(slide_id)
             if self.cfg.max_tiles is not None and x.shape[0] > self.cfg.max_tiles:
@@ -288,73 +319,94 @@ class FoldTrainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip_norm)
             self.optimizer.step()
             self.state.step += 1
-            total += float(loss.detach())
+            total = total + loss.detach()
             tiles += x.shape[0]
             if progress is not None and task is not None:
                 elapsed = time.perf_counter() - start
                 progress.update(task, advance=1, rate=f"{tiles / elapsed:,.0f} tiles/s")
         if progress is not None and task is not None:
             progress.remove_task(task)
-        sums = self.role.gather((total, len(mine)))
+        sums = self.role.gather((float(total), len(mine)))
         return sum(t for t, _ in sums) / max(1, sum(n for _, n in sums))
 
     @torch.no_grad()
-    def predict(self, slide_ids: list[str]) -> np.ndarray:
-        """(n, n_classes) softmax probabilities, whole bags."""
+    def logits(self, slide_ids: list[str]) -> np.ndarray:
+        """(n, n_classes) float32 logits (divided by the model's temperature), whole bags."""
         self.model.eval()
-        probs = [torch.empty(0, len(self.class_names))]  # a rank's share of a small val set may be empty
+        # A rank's share of a small val set may be empty. Logits stay on the device until the end: one
+        # copy back per validation instead of a synchronising one per bag.
+        out = [torch.empty(0, len(self.class_names), device=self.device)]
         for slide_id in slide_ids:
             with self._autocast():
-                logits = self.model(self.cache.get(slide_id).unsqueeze(0))
-            probs.append(torch.softmax(logits.float(), dim=-1).cpu())
-        return torch.cat(probs).numpy()
+                out.append(self.model(self.cache.get(slide_id).unsqueeze(0)).float())
+        return torch.cat(out).cpu().numpy()
 
-    def _validate(self) -> tuple[float, float]:
-        """Each rank scores its share; all see every prediction, so all take the same stopping decision."""
+    def predict(self, slide_ids: list[str]) -> np.ndarray:
+        """(n, n_classes) softmax probabilities, whole bags."""
+        return torch.softmax(torch.from_numpy(self.logits(slide_ids)), dim=-1).numpy()
+
+    def _load_best(self) -> Checkpoint:
+        """Leave the model holding the best epoch's weights (what the run folder keeps), and return them."""
+        ckpt = load_checkpoint(self.data.out_dir / CHECKPOINT_FILE)
+        self.model.load_state_dict(ckpt.state_dict)
+        return ckpt
+
+    def _calibrate(self, ckpt: Checkpoint) -> tuple[float, float, float]:
+        """Fit the temperature on the validation bags with the best weights and save it in their checkpoint.
+        Returns (T, val NLL before, after). Starts from T = 1, so a rerun after a kill refits the same T."""
+        self.model.temperature.fill_(1.0)
+        logits = self.logits(self.data.val_ids)
+        targets = np.array([self.data.targets[s] for s in self.data.val_ids])
+        temperature = fit_temperature(logits, targets)
+        self.model.temperature.fill_(temperature)
+        save_checkpoint(
+            self.data.out_dir / CHECKPOINT_FILE, replace(ckpt, state_dict=self.model.state_dict())
+        )
+        return temperature, nll(logits, targets), nll(logits, targets, temperature)
+
+    def _validate(self) -> tuple[float, float, float]:
+        """(val loss, val AUROC, val loss at the temperature fitted on these logits). Each rank scores its
+        share; all see every prediction, so all take the same stopping decision.
+
+        The third is what `select_on: loss` compares when `calibrate` is on: the loss of the probabilities
+        the run will deliver. The raw loss punishes confident logits that temperature scaling fixes anyway,
+        and on real features it kept the barely trained first epochs (benchmarks/bench_real.py)."""
         mine = self.role.my_share(self.data.val_ids)
         scored: dict[str, np.ndarray] = {}
-        for share in self.role.gather(dict(zip(mine, self.predict(mine), strict=True))):
+        for share in self.role.gather(dict(zip(mine, self.logits(mine), strict=True))):
             scored.update(share)
-        probs = np.stack([scored[s] for s in self.data.val_ids])
+        logits = np.stack([scored[s] for s in self.data.val_ids])
         targets = np.array([self.data.targets[s] for s in self.data.val_ids])
-        loss = float(
-            self.val_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)), torch.from_numpy(targets))
-        )
-        return loss, auroc(targets, probs)
+        probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+        loss = nll(logits, targets)
+        return loss, auroc(targets, probs), nll(logits, targets, fit_temperature(logits, targets))
 
     # -- the loop ------------------------------------------------------------------------------------
     def fit(self, on_epoch_end: EpochHook | None = None) -> FoldResult:
         out = self.data.out_dir
         if self.role.writes:
             out.mkdir(parents=True, exist_ok=True)
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-        )
-        with Progress(
-            *columns, console=self.console, transient=True, disable=self.console is None
-        ) as progress:
+        with progress_bar(self.console, "{task.fields[rate]}") as progress:
             while self.state.epoch < self.cfg.epochs and not self.stopper.should_stop:
                 epoch = self.state.epoch + 1
                 if self.device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(self.device)
                 start = time.perf_counter()
                 train_loss = self._train_epoch(epoch, progress)
-                val_loss, val_auroc = self._validate()
+                val_loss, val_auroc, val_loss_calibrated = self._validate()
                 seconds = time.perf_counter() - start
                 row = {
                     "epoch": epoch,
                     "train_loss": train_loss,
                     "val_loss": val_loss,
+                    "val_loss_calibrated": val_loss_calibrated,
                     "val_auroc": val_auroc,
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "seconds": seconds,
                     "peak_memory_mb": peak_memory_mb(self.device),
                 }
-                improved = self.stopper.update(val_auroc, val_loss, epoch)
+                selected_loss = val_loss_calibrated if self.cfg.calibrate else val_loss
+                improved = self.stopper.update(val_auroc, selected_loss, epoch)
                 self.state.epoch, self.state.seconds = epoch, self.state.seconds + seconds
                 self.state.history.append(row)
                 if self.role.writes:
@@ -380,6 +432,12 @@ class FoldTrainer:
             seconds=self.state.seconds,
         )
         if self.role.writes:
+            ckpt = self._load_best()
+            if self.cfg.calibrate:
+                t, before, after = self._calibrate(ckpt)
+                result = replace(result, temperature=t, val_nll_uncalibrated=before, val_nll_calibrated=after)
+                say = self.console.print if self.console is not None else (lambda *_: None)
+                say(f"fold {self.data.fold}: temperature {t:.3g} (val NLL {before:.4f} -> {after:.4f})")
             write_text_atomic(out / RESULT_FILE, json.dumps(asdict(result), indent=2) + "\n")
             (out / LAST_FILE).unlink(missing_ok=True)
         return result

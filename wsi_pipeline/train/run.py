@@ -20,24 +20,33 @@ from wsi_pipeline.config import read_yaml_mapping, write_resolved_config
 from wsi_pipeline.devices import resolve_device
 from wsi_pipeline.errors import ConfigError, WsiError
 from wsi_pipeline.stores.atomic import claimed_folder, clean_stale_temporaries, write_text_atomic
-from wsi_pipeline.stores.labels import check_trainable, read_label_table
+from wsi_pipeline.stores.labels import check_trainable, patient_grouping_problem, read_label_table
 from wsi_pipeline.stores.run_folder import (
     CONFIG_FILE,
+    EXTRACTOR_FILE,
     SPLITS_FILE,
     SplitRow,
     fold_dir,
     read_splits,
+    write_extractor_identity,
     write_splits,
 )
-from wsi_pipeline.train.bags import BagCache, match_bags
+from wsi_pipeline.train.bags import BagCache, Cohort, match_bags
 from wsi_pipeline.train.config import TrainConfig
 from wsi_pipeline.train.loop import LAST_FILE, FoldData, FoldResult, FoldTrainer, read_fold_result
-from wsi_pipeline.train.process import ProcessRole, launched_by_torchrun, torchrun_process
+from wsi_pipeline.train.process import (
+    ProcessRole,
+    default_threads,
+    launched_by_torchrun,
+    torchrun_process,
+)
 from wsi_pipeline.train.splits import make_splits
 
 SUMMARY_FILE = "summary.json"
 # Settings that change how a run executes but not what it computes; a resumed run may change them.
-RUNTIME_KEYS = {"cache", "device"}
+RUNTIME_KEYS = {"cache", "device", "threads", "require_patient_id"}
+# Below these, the validation set cannot tell epochs apart: AUROC ties at 1.0 and one slide moves the loss.
+MIN_VAL_SLIDES, MIN_VAL_PER_CLASS = 20, 5
 
 FoldHook = Callable[[int, int, dict[str, float]], None]
 
@@ -102,10 +111,15 @@ def run_training(
     """Train every fold of a run. Started by torchrun (and given no `role`), this process joins the others:
     DistributedDataParallel across all of them, rank 0 writing."""
     device = resolve_device(cfg.device)  # a runtime setting: the same before and after `_resumed_config`
-    if role is not None or not launched_by_torchrun():
-        return _run_training(cfg, run_dir, resume, console, role or ProcessRole(), device, on_epoch_end)
-    with torchrun_process(device) as (role, device):
-        return _run_training(cfg, run_dir, resume, console, role, device, on_epoch_end)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads or default_threads())
+    try:
+        if role is not None or not launched_by_torchrun():
+            return _run_training(cfg, run_dir, resume, console, role or ProcessRole(), device, on_epoch_end)
+        with torchrun_process(device) as (role, device):
+            return _run_training(cfg, run_dir, resume, console, role, device, on_epoch_end)
+    finally:
+        torch.set_num_threads(threads)  # a library call leaves the caller's setting as it found it
 
 
 def _run_training(
@@ -118,6 +132,48 @@ def _run_training(
     on_epoch_end: FoldHook | None,
 ) -> RunSummary:
     say = console.print if console is not None and role.writes else (lambda *_: None)
+    cfg, resume = _run_to_start(cfg, run_dir, resume, role, say)
+    features, labels = Path(cfg.features).resolve(), Path(cfg.labels).resolve()
+    cohort = _cohort(cfg, features, labels, say)
+    if resume:
+        splits = read_splits(run_dir / SPLITS_FILE)
+    else:
+        splits = make_splits(cohort.table, cfg.folds, cfg.split_fractions, cfg.seed)
+
+    needed = sorted({r.slide_id for r in splits if r.split in ("train", "val")})
+    cache = BagCache({s: cohort.paths[s] for s in needed}, cfg.cache, device)
+    cache.load(console if role.writes else None)
+    resolved = cfg.model_copy(
+        update={"features": features, "labels": labels, "classes": list(cohort.table.class_names)}
+    )
+    with claimed_folder(run_dir) if role.writes else contextlib.nullcontext():
+        if role.writes and not resume:
+            write_splits(run_dir / SPLITS_FILE, splits)
+            write_resolved_config(run_dir / CONFIG_FILE, resolved)
+        if role.writes and not (run_dir / EXTRACTOR_FILE).is_file():  # what `wsi predict` checks bags against
+            write_extractor_identity(run_dir, list(cohort.paths.values()))
+        say(
+            f"model {cfg.model} on {device}; {cohort.in_dim}-d bags, cache {cfg.cache}"
+            + (f" ({cache.nbytes / 2**30:.2f} GiB)" if cfg.cache != "none" else "")
+        )
+        fold_run = _FoldRun(cfg, run_dir, cohort, splits, cache, device, role, console, say)
+        results = [fold_run(fold, on_epoch_end) for fold in range(cfg.folds)]
+        summary = RunSummary(run_dir=run_dir, folds=results, reports=role.writes)
+        if role.writes:
+            body = {
+                "folds": [asdict(r) for r in results],
+                "best_val_auroc_mean": summary.mean_val_auroc,
+                "best_val_auroc_sd": summary.sd_val_auroc,
+            }
+            write_text_atomic(run_dir / SUMMARY_FILE, json.dumps(body, indent=2) + "\n")
+        return summary
+
+
+def _run_to_start(
+    cfg: TrainConfig, run_dir: Path, resume: bool, role: ProcessRole, say: Callable[..., None]
+) -> tuple[TrainConfig, bool]:
+    """The config to run and whether it resumes: a fresh run refuses a folder that holds one, and
+    `--resume` on a folder killed before its config was written starts it."""
     has_run = (run_dir / CONFIG_FILE).is_file()
     role.barrier()  # every rank has looked before rank 0 writes the config
     if resume and not has_run:
@@ -133,9 +189,16 @@ def _run_training(
         cfg = _resumed_config(cfg, run_dir)
     if cfg.features is None or cfg.labels is None:
         raise ConfigError("both --features and --labels are needed (or features:/labels: in the config file)")
+    return cfg, resume
 
-    features, labels = Path(cfg.features).resolve(), Path(cfg.labels).resolve()
+
+def _cohort(cfg: TrainConfig, features: Path, labels: Path, say: Callable[..., None]) -> Cohort:
+    """The labelled slides with bags, checked trainable; patient grouping that may leak is said or refused."""
     table = read_label_table(labels, cfg.classes)
+    if problem := patient_grouping_problem(table):  # a silent leak risk: said on every run, or refused
+        if cfg.require_patient_id:
+            raise WsiError(f"{problem} (--require-patient-id)")
+        say(f"warning: {problem}; --require-patient-id makes this an error")
     cohort = match_bags(features, table, cfg.allow_missing)
     check_trainable(cohort.table)
     per_class = Counter(row.label for row in cohort.table.rows)
@@ -145,72 +208,51 @@ def _run_training(
         + f"); {cohort.n_unlabelled} unlabelled bags ignored"
         + (f"; {cohort.n_missing} labelled slides without a bag left out" if cohort.n_missing else "")
     )
-    if resume:
-        splits = read_splits(run_dir / SPLITS_FILE)
-    else:
-        splits = make_splits(cohort.table, cfg.folds, cfg.split_fractions, cfg.seed)
+    return cohort
 
-    needed = sorted({r.slide_id for r in splits if r.split in ("train", "val")})
-    cache = BagCache({s: cohort.paths[s] for s in needed}, cfg.cache, device)
-    cache.load(console if role.writes else None)
-    from wsi_pipeline.models import build_model, model_config
 
-    class_names = cohort.table.class_names
-    resolved_model = model_config(cfg.model, **cfg.model_overrides).model_dump(mode="json")
-    resolved = cfg.model_copy(update={"features": features, "labels": labels, "classes": list(class_names)})
-    with claimed_folder(run_dir) if role.writes else contextlib.nullcontext():
-        if role.writes and not resume:
-            write_splits(run_dir / SPLITS_FILE, splits)
-            write_resolved_config(run_dir / CONFIG_FILE, resolved)
-        say(
-            f"model {cfg.model} on {device}; {cohort.in_dim}-d bags, cache {cfg.cache}"
-            + (f" ({cache.nbytes / 2**30:.2f} GiB)" if cfg.cache != "none" else "")
-        )
+@dataclass(frozen=True)
+class _FoldRun:
+    """Trains one fold of a run, or reports it finished earlier (a fold is done once result.json exists)."""
 
-        targets = {row.slide_id: cohort.table.class_index(row.label) for row in cohort.table.rows}
-        results = []
-        for fold in range(cfg.folds):
-            out = fold_dir(run_dir, fold, cfg.folds)
-            done = read_fold_result(out)
-            if done is not None:
-                if role.writes:  # a kill between writing result.json and removing the resume state
-                    (out / LAST_FILE).unlink(missing_ok=True)
-                say(f"fold {fold}: finished earlier (best val AUROC {done.best_val_auroc:.4f}), skipped")
-                results.append(done)
-                continue
-            if role.writes:
-                clean_stale_temporaries(out)
-            data = _fold_data(splits, fold, out, targets)
-            torch.manual_seed(cfg.seed + fold)
-            model = build_model(
-                cfg.model, in_dim=cohort.in_dim, n_classes=len(class_names), **cfg.model_overrides
-            )
-            trainer = FoldTrainer(
-                cfg,
-                model.to(device),
-                resolved_model,
-                class_names,
-                cohort.in_dim,
-                cache,
-                data,
-                device,
-                role,
-                console,
-            )
-            if trainer.restore():
-                say(f"fold {fold}: resuming after epoch {trainer.state.epoch}")
-            hook = (lambda epoch, row, f=fold: on_epoch_end(f, epoch, row)) if on_epoch_end else None
-            results.append(trainer.fit(hook))
+    cfg: TrainConfig
+    run_dir: Path
+    cohort: Cohort
+    splits: list[SplitRow]
+    cache: BagCache
+    device: torch.device
+    role: ProcessRole
+    console: Console | None
+    say: Callable[..., None]
 
-        summary = RunSummary(run_dir=run_dir, folds=results, reports=role.writes)
+    def __call__(self, fold: int, on_epoch_end: FoldHook | None) -> FoldResult:
+        from wsi_pipeline.models import build_model, model_config  # heavy: torch model modules
+
+        cfg, role, class_names = self.cfg, self.role, self.cohort.table.class_names
+        out = fold_dir(self.run_dir, fold, cfg.folds)
+        done = read_fold_result(out)
+        if done is not None:
+            if role.writes:  # a kill between writing result.json and removing the resume state
+                (out / LAST_FILE).unlink(missing_ok=True)
+            self.say(f"fold {fold}: finished earlier (best val AUROC {done.best_val_auroc:.4f}), skipped")
+            return done
         if role.writes:
-            body = {
-                "folds": [asdict(r) for r in results],
-                "best_val_auroc_mean": summary.mean_val_auroc,
-                "best_val_auroc_sd": summary.sd_val_auroc,
-            }
-            write_text_atomic(run_dir / SUMMARY_FILE, json.dumps(body, indent=2) + "\n")
-        return summary
+            clean_stale_temporaries(out)
+        targets = {row.slide_id: self.cohort.table.class_index(row.label) for row in self.cohort.table.rows}
+        data = _fold_data(self.splits, fold, out, targets)
+        _prepare_fold(data, self.cache, class_names, role, self.say)
+        torch.manual_seed(cfg.seed + fold)
+        in_dim = self.cohort.in_dim
+        model = build_model(cfg.model, in_dim=in_dim, n_classes=len(class_names), **cfg.model_overrides)
+        resolved_model = model_config(cfg.model, **cfg.model_overrides).model_dump(mode="json")
+        trainer = FoldTrainer(
+            cfg, model.to(self.device), resolved_model, class_names, in_dim, self.cache, data,
+            self.device, role, self.console,
+        )  # fmt: skip
+        if trainer.restore():
+            self.say(f"fold {fold}: resuming after epoch {trainer.state.epoch}")
+        hook = (lambda epoch, row: on_epoch_end(fold, epoch, row)) if on_epoch_end else None
+        return trainer.fit(hook)
 
 
 def _fold_data(splits: list[SplitRow], fold: int, out: Path, targets: dict[str, int]) -> FoldData:
@@ -222,3 +264,38 @@ def _fold_data(splits: list[SplitRow], fold: int, out: Path, targets: dict[str, 
         val_ids=sorted(r.slide_id for r in rows if r.split == "val"),
         targets=targets,
     )
+
+
+def small_validation_warning(data: FoldData, class_names: tuple[str, ...]) -> str | None:
+    """A one-line warning when the validation set is too small to choose an epoch or fit a temperature."""
+    counts = Counter(data.targets[s] for s in data.val_ids)
+    low = [f"{name} {counts[i]}" for i, name in enumerate(class_names) if counts[i] < MIN_VAL_PER_CLASS]
+    if len(data.val_ids) >= MIN_VAL_SLIDES and not low:
+        return None
+    return (
+        f"validation set of {len(data.val_ids)} slides"
+        + (f" ({', '.join(low)})" if low else "")
+        + f" is below {MIN_VAL_SLIDES} slides / {MIN_VAL_PER_CLASS} per class: the chosen epoch and the "
+        "temperature are noisy; give more slides a val split (split column or --folds)"
+    )
+
+
+def _prepare_fold(
+    data: FoldData, cache: BagCache, class_names: tuple[str, ...], role: ProcessRole, say: Callable[..., None]
+) -> None:
+    """Warn about a small validation set; fit the mean-pooled baseline on the training bags (seconds), which
+    `wsi eval` reports next to the model."""
+    import numpy as np
+
+    from wsi_pipeline.stores.baseline import BASELINE_FILE, mean_pool, save_baseline
+    from wsi_pipeline.train.baseline import fit_baseline
+
+    warning = small_validation_warning(data, class_names)
+    if warning is not None:
+        say(f"[yellow]warning[/]: fold {data.fold}: {warning}")
+    path = data.out_dir / BASELINE_FILE
+    if role.writes and not path.is_file():
+        data.out_dir.mkdir(parents=True, exist_ok=True)
+        pooled = np.stack([mean_pool(cache.get(s).cpu().numpy()) for s in data.train_ids])
+        targets = np.array([data.targets[s] for s in data.train_ids])
+        save_baseline(path, fit_baseline(pooled, targets, class_names))

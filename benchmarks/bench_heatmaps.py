@@ -1,0 +1,473 @@
+"""Heatmap faithfulness benchmark: do the tile scores of each model find the tiles that carry the signal?
+
+Planted-signal cohorts from four generators of different geometry, so no score method can be tuned to one:
+
+- `isotropic`: every tile N(0, I) in `--in-dim` dimensions; planted tiles get `--iso-shift` along a fixed
+  direction.
+- `lowrank`: benchmarks/bench_signal.py's tiles (a 32-d background subspace plus small noise); planted tiles
+  get `--shift` along a direction outside it.
+- `real`: real tile features: `wsi tile` + `wsi extract --random-init` of crops of the two real slides in
+  tests/data (the demo cohort's crops, `wsi_pipeline.demo`). Bags are drawn from the skin slide's tiles;
+  positive bags get tiles of the TCGA slide (another tissue, another stain) planted among them. Train and
+  test bags draw from disjoint halves of each pool.
+- `combination`: low-rank background and two planted tile types A and B; positive bags hold both (half of the
+  planted tiles each), negative bags only one type (all of them A, or all B). Only the co-occurrence tells
+  the classes apart, so a map must point at both types.
+
+Each model trains on each cohort (AdamW, batch 1, per-feature standardisation from the training tiles as
+`wsi train` does); then on the positive test bags every score method is measured against the planted tiles:
+
+- top-k precision (k = number of planted tiles; chance = the density);
+- deletion: the drop of the positive class's probability (the class the scores explain) when the top 10% of
+  tiles by score are removed, against removing 10% at random (`wsi_pipeline.inference.faithfulness`);
+- insertion: the probability with only the top 10% kept, against 10% random tiles kept.
+
+Per model x method x generator x density: mean ± sd over seeds. The default score method of a model is the
+one with the best *worst case* over the cells the model classifies (test AUROC >= 0.9), on the precision
+gain over chance, (top-k - density) / (1 - density); `occlusion` (quadratic, the reference) is not eligible.
+
+    uv run python benchmarks/bench_heatmaps.py --reduced    # 2 seeds, 2 densities: what a busy CPU allowed
+    uv run python benchmarks/bench_heatmaps.py              # ~1 h on an idle 2-core CPU (estimated), 5 seeds
+    uv run python benchmarks/bench_heatmaps.py --full --device cuda   # all models, 500-3,000 tiles per bag
+
+Writes benchmarks/results/heatmaps_<tag>.{json,md}; the JSON is rewritten after every cohort, so an
+interrupted benchmark keeps what it measured (`--report-only` renders it).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from bench_signal import FeatureSpace, mean_sd, top_k_precision
+from sklearn.metrics import roc_auc_score
+from torch import Tensor, nn
+
+from wsi_pipeline.inference.faithfulness import deletion_test, insertion_test, model_probabilities
+from wsi_pipeline.models import SCORE_METHODS, build_model
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REAL_DIR = Path(__file__).resolve().parent / "out" / "heatmaps_real"
+GENERATORS = ["isotropic", "lowrank", "combination", "real"]
+REFERENCE = "occlusion"
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # What a shared, overloaded 2-core machine allowed on 2026-11-29 (~5-15% of a core): small bags.
+    "reduced": dict(
+        models=["vit_sf", "vit_sf_ca"], densities=[30, 3], seeds=2, train_bags=16, test_bags=4,
+        min_tiles=120, max_tiles=160, epochs=3, in_dim=256, occlusion_bags=1,
+    ),
+    # Estimated ~1 h on an idle 2-core CPU (--threads 1): 5 seeds, 4 densities, the two default ViTs, small
+    # bags. The issue's 500-3,000 tiles per bag need --full on a GPU.
+    "default": dict(
+        models=["vit_sf", "vit_sf_ca"], densities=[30, 10, 3, 1], seeds=5, train_bags=16, test_bags=4,
+        min_tiles=120, max_tiles=200, epochs=3, in_dim=256, occlusion_bags=1,
+    ),
+    "full": dict(
+        models=["vit_sf", "vit_sf_ca", "vit", "vit_sima", "abmil", "transmil", "mean_linear", "meanmax_mlp"],
+        densities=[30, 10, 3, 1], seeds=5, train_bags=96, test_bags=40, min_tiles=500, max_tiles=3000,
+        epochs=6, in_dim=2048, occlusion_bags=4,
+    ),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Bag:
+    x: Tensor  # (N, D) float32
+    label: int
+    planted: Tensor  # (N,) bool
+
+
+@dataclass(frozen=True)
+class Space(FeatureSpace):
+    second: Tensor  # (D,) a second planted direction, orthogonal to the basis and to `direction`
+
+    @classmethod
+    def draw(cls, in_dim: int, rank: int, gen: torch.Generator) -> "Space":
+        q, _ = torch.linalg.qr(torch.randn(in_dim, rank + 2, generator=gen))
+        return cls(basis=q[:, :rank].T * (in_dim / rank) ** 0.5, direction=q[:, rank], second=q[:, rank + 1])
+
+
+@dataclass(frozen=True)
+class Draw:
+    """What one cohort needs: sizes, density, generator state and (for `real`) the feature pools."""
+
+    n_bags: int
+    density: float
+    args: argparse.Namespace
+    gen: torch.Generator
+    space: "Space"
+    pools: tuple[Tensor, Tensor] | None  # (background tiles, planted tiles), for `real`
+
+
+def bag_size(d: Draw) -> int:
+    return int(torch.randint(d.args.min_tiles, d.args.max_tiles + 1, (1,), generator=d.gen))
+
+
+def planted_mask(n: int, k: int, gen: torch.Generator) -> Tensor:
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.randperm(n, generator=gen)[:k]] = True
+    return mask
+
+
+def lowrank_tiles(n: int, d: Draw) -> Tensor:
+    z = torch.randn(n, d.space.basis.shape[0], generator=d.gen)
+    return z @ d.space.basis + d.args.noise * torch.randn(n, d.args.in_dim, generator=d.gen)
+
+
+def make_bags(generator: str, d: Draw) -> list[Bag]:
+    bags = []
+    for i in range(d.n_bags):
+        label, n = i % 2, bag_size(d)
+        k = max(1, round(d.density * n))
+        planted = planted_mask(n, k, d.gen) if label == 1 else torch.zeros(n, dtype=torch.bool)
+        if generator == "isotropic":
+            x = torch.randn(n, d.args.in_dim, generator=d.gen)
+            x[planted] += d.args.iso_shift * d.space.direction
+        elif generator == "lowrank":
+            x = lowrank_tiles(n, d)
+            x[planted] += d.args.shift * d.space.direction
+        elif generator == "combination":
+            x = lowrank_tiles(n, d)
+            typed = planted_mask(n, k, d.gen) if label == 0 else planted
+            a_or_b = torch.rand(n, generator=d.gen) < 0.5 if label == 1 else torch.full((n,), i % 4 == 0)
+            x[typed & a_or_b] += d.args.shift * d.space.direction
+            x[typed & ~a_or_b] += d.args.shift * d.space.second
+        else:
+            background, foreground = d.pools  # type: ignore[misc]
+            x = background[torch.randint(len(background), (n,), generator=d.gen)].clone()
+            x[planted] = foreground[torch.randint(len(foreground), (int(planted.sum()),), generator=d.gen)]
+        bags.append(Bag(x.float(), label, planted))
+    return bags
+
+
+def real_pools(features: Path, train: bool) -> tuple[Tensor, Tensor]:
+    """Disjoint halves (train/test) of the skin and TCGA tiles' features, shuffled once with a fixed seed."""
+    pools = []
+    for prefix in ("demo-cmu", "demo-tcga"):
+        tiles = torch.cat([load_features(p) for p in sorted(features.glob(f"{prefix}*.h5"))])
+        order = torch.randperm(len(tiles), generator=torch.Generator().manual_seed(7))
+        half = len(tiles) // 2
+        pools.append(tiles[order[:half]] if train else tiles[order[half:]])
+    return pools[0], pools[1]
+
+
+def load_features(path: Path) -> Tensor:
+    from wsi_pipeline.stores.feature_bag import load_bag
+
+    return torch.as_tensor(np.asarray(load_bag(path).features, dtype=np.float32))
+
+
+def ensure_real_features(features: Path) -> None:
+    """Tile and extract (random-init ResNet-50) the demo cohort's crops of the tests/data slides, once."""
+    if any(features.glob("demo-tcga*.h5")):
+        return
+    from rich.console import Console
+
+    from wsi_pipeline.demo import run as demo_run
+    from wsi_pipeline.demo.cohort import build_cohort
+    from wsi_pipeline.demo.config import DemoConfig
+    from wsi_pipeline.tiling.config import TileConfig
+
+    console, cfg, tile_cfg = Console(stderr=True), DemoConfig(), TileConfig()
+    cohort = build_cohort(REAL_DIR, cfg, tile_cfg.tile_um, overwrite=False, console=console)
+    demo_run._tile(cohort, REAL_DIR / "tiles", tile_cfg, False, False, console)
+    demo_run._extract(cfg, REAL_DIR / "tiles", REAL_DIR / "features", False, False, console)
+
+
+def train_model(name: str, train: list[Bag], seed: int, args: argparse.Namespace) -> nn.Module:
+    device = torch.device(args.device)
+    torch.manual_seed(seed)
+    model = build_model(name, in_dim=train[0].x.shape[1], n_classes=2).to(device)
+    tiles = torch.cat([b.x for b in train])
+    model.set_feature_norm(tiles.mean(dim=0), tiles.std(dim=0).clamp_min(1e-6))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-2)
+    order = torch.Generator().manual_seed(seed)
+    for _ in range(args.epochs):
+        model.train()
+        for i in torch.randperm(len(train), generator=order).tolist():
+            opt.zero_grad(set_to_none=True)
+            logits = model(train[i].x[None].to(device))
+            nn.functional.cross_entropy(
+                logits.float(), torch.tensor([train[i].label], device=device)
+            ).backward()
+            opt.step()
+    return model.eval()
+
+
+def measure_bag(model: nn.Module, bag: Bag, method: str, device: torch.device) -> dict[str, float]:
+    """Top-k precision, deletion and insertion of one positive bag's scores for `method`."""
+    x = bag.x[None].to(device)
+    started = time.perf_counter()
+    # Explain the positive class: the question is whether the scores point at the planted tiles.
+    scores = model.tile_scores(x, method=method, target=1)[0].cpu()
+    seconds = time.perf_counter() - started
+    predict = model_probabilities(model)
+    deletion = deletion_test(predict, x, scores, target=1)  # the class the scores explain
+    inserted_top, inserted_random = insertion_test(predict, x, scores, target=1)
+    return {
+        "topk": top_k_precision(scores, bag.planted),
+        "top_drop": deletion.top_drop,
+        "random_drop": deletion.random_drop,
+        "insert_top": inserted_top,
+        "insert_random": inserted_random,
+        "seconds": seconds,
+    }
+
+
+def run_one(
+    name: str, train: list[Bag], test: list[Bag], seed: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    device = torch.device(args.device)
+    started = time.perf_counter()
+    model = train_model(name, train, seed, args)
+    train_s = time.perf_counter() - started
+    with torch.no_grad():
+        probs = [float(model(b.x[None].to(device)).float().softmax(-1)[0, 1]) for b in test]
+    positives = [b for b in test if b.label == 1]
+    per_method: dict[str, dict[str, float]] = {}
+    for method in SCORE_METHODS:
+        bags = positives[: args.occlusion_bags] if method == REFERENCE else positives
+        if method == REFERENCE and seed >= args.occlusion_seeds:
+            continue
+        rows = [measure_bag(model, b, method, device) for b in bags]
+        per_method[method] = {key: statistics.fmean(r[key] for r in rows) for key in rows[0]}
+    return {
+        "model": name,
+        "seed": seed,
+        "auroc": roc_auc_score([b.label for b in test], probs),
+        "methods": per_method,
+        "train_s": train_s,
+    }
+
+
+def cells(report: dict[str, Any], model: str) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(generator, density, runs) for `model`, in the benchmark's order."""
+    out = []
+    for generator in report["settings"]["generators"]:
+        for density in report["settings"]["densities"]:
+            runs = [
+                r for r in report["runs"]
+                if r["model"] == model and r["generator"] == generator and r["density"] == density
+            ]  # fmt: skip
+            if runs:
+                out.append((generator, density, runs))
+    return out
+
+
+def values(runs: list[dict[str, Any]], method: str, key: str) -> list[float]:
+    return [r["methods"][method][key] for r in runs if method in r["methods"]]
+
+
+def gain(topk: float, density: float) -> float:
+    """Precision gain over chance: 0 at chance, 1 when every top-k tile is planted."""
+    return (topk - density / 100) / (1 - density / 100)
+
+
+def pick_default_methods(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per model: the method with the best worst-case precision gain over the cells it classifies.
+
+    Worst case, not mean: a reader of a heatmap cannot tell which regime a slide is in. Ties within 0.02
+    go to the cheaper method (the order of `SCORE_METHODS`)."""
+    picks = {}
+    for model in report["settings"]["models"]:
+        solved = [
+            (g, d, runs) for g, d, runs in cells(report, model)
+            if statistics.fmean(r["auroc"] for r in runs) >= 0.9
+        ]  # fmt: skip
+        if not solved:
+            picks[model] = {"method": None, "solved": []}
+            continue
+        worst = {
+            m: min(gain(statistics.fmean(values(runs, m, "topk")), d) for _, d, runs in solved)
+            for m in SCORE_METHODS
+            if m != REFERENCE
+        }
+        best = max(worst.values())
+        method = next(m for m in worst if worst[m] >= best - 0.02)
+        picks[model] = {
+            "method": method,
+            "solved": [f"{g} {d:g}%" for g, d, _ in solved],
+            "worst_gain": worst,
+        }
+    return picks
+
+
+def model_table(report: dict[str, Any], model: str, key: str, fmt: str) -> list[str]:
+    methods = [m for m in SCORE_METHODS if any(m in r["methods"] for r in report["runs"])]
+    lines = [
+        "| generator | density | AUROC | " + " | ".join(f"`{m}`" for m in methods) + " |",
+        "|---|---|---|" + "---|" * len(methods),
+    ]
+    for generator, density, runs in cells(report, model):
+        row = [generator, f"{density:g}%", mean_sd([r["auroc"] for r in runs])]
+        for m in methods:
+            v = values(runs, m, key) if key != "ratio" else [
+                a / max(b, 1e-3) for a, b in zip(values(runs, m, "top_drop"), values(runs, m, "random_drop"), strict=True)
+            ]  # fmt: skip
+            row.append(mean_sd(v) if v else "")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    lines = [
+        f"Preset `{s['preset']}`: {s['seeds']} seeds; per cohort {s['train_bags']} train / {s['test_bags']} test bags "
+        f"of {s['min_tiles']}-{s['max_tiles']} tiles ({s['in_dim']}-d synthetic, real features 2048-d); "
+        f"{s['epochs']} epochs of AdamW (lr {s['lr']:g}, batch 1); paper-default architectures. "
+        f"`{REFERENCE}` on {s['occlusion_bags']} positive bag(s) of seed 0 only. Mean ± sd over seeds "
+        f"(of the per-run means over the positive test bags). Load average {report['load_average_start'][0]:.1f} "
+        f"at the start, {report.get('load_average_end', [float('nan')])[0]:.1f} at the end; "
+        f"{report.get('wall_s', float('nan')) / 60:.0f} min.",
+    ]
+    for model in s["models"]:
+        for title, key in (
+            ("top-k precision on the planted tiles (chance = density)", "topk"),
+            ("deletion: probability drop, top 10% removed", "top_drop"),
+            ("deletion: probability drop, random 10% removed", "random_drop"),
+            ("insertion: probability with only the top 10% kept", "insert_top"),
+        ):
+            lines += ["", f"**`{model}`: {title}**", "", *model_table(report, model, key, "")]
+    lines += [
+        "",
+        "Default score method per model: best worst-case precision gain over the cells it classifies",
+        "",
+    ]
+    for model, pick in report["default_methods"].items():
+        if pick["method"] is None:
+            lines.append(f"- `{model}`: classifies no cell (AUROC < 0.9 everywhere)")
+        else:
+            detail = ", ".join(f"{m} {v:.2f}" for m, v in pick["worst_gain"].items())
+            lines.append(
+                f"- `{model}`: **{pick['method']}** (worst gain: {detail}; over {', '.join(pick['solved'])})"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], json_path: Path) -> None:
+    report["default_methods"] = pick_default_methods(report)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(json_path)
+    json_path.with_suffix(".md").write_text(markdown(report))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    preset = parser.add_mutually_exclusive_group()
+    preset.add_argument("--reduced", action="store_true", help="what a busy shared CPU allows: 2 seeds")
+    preset.add_argument("--full", action="store_true", help="all models, bags of 500-3,000 tiles, for a GPU")
+    parser.add_argument("--models", nargs="+")
+    parser.add_argument("--generators", nargs="+", default=GENERATORS, choices=GENERATORS)
+    parser.add_argument(
+        "--densities", nargs="+", type=float, help="percent of planted tiles in positive bags"
+    )
+    for name in (
+        "seeds",
+        "train-bags",
+        "test-bags",
+        "min-tiles",
+        "max-tiles",
+        "epochs",
+        "in-dim",
+        "occlusion-bags",
+    ):
+        parser.add_argument(f"--{name}", type=int)
+    parser.add_argument("--occlusion-seeds", type=int, default=1, help="seeds on which the reference runs")
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. seeds-1 only")
+    parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--noise", type=float, default=0.3)
+    parser.add_argument("--shift", type=float, default=24.0, help="planted shift of `lowrank`, `combination`")
+    parser.add_argument(
+        "--iso-shift", type=float, default=4.0, help="planted shift of `isotropic` (noise sd 1)"
+    )
+    parser.add_argument("--real-features", type=Path, default=REAL_DIR / "features")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0 = torch default)")
+    parser.add_argument("--tag", default="")
+    parser.add_argument(
+        "--report-only",
+        type=Path,
+        nargs="+",
+        help="render the .md of JSON results (several: their runs merged)",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.report_only:
+        reports = [json.loads(path.read_text()) for path in args.report_only]
+        merged = reports[0] | {"runs": [run for r in reports for run in r["runs"]]}
+        merged["settings"] = merged["settings"] | {"seeds": len({run["seed"] for run in merged["runs"]})}
+        write_report(merged, args.report_only[0])
+        print(args.report_only[0].with_suffix(".md").read_text())
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    name = "reduced" if args.reduced else "full" if args.full else "default"
+    for key, value in PRESETS[name].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.densities = [float(d) for d in args.densities]
+    path = RESULTS / f"heatmaps_{args.tag or name + '_' + args.device}.json"
+    report: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "load_average_start": os.getloadavg(),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        | {"preset": name},
+        "runs": [],
+    }
+    started = time.perf_counter()
+    # Seed by seed, so an interrupted run still covers every generator (`real` last within a seed).
+    for seed in range(args.first_seed, args.seeds):
+        for generator in args.generators:
+            for density in args.densities:
+                run_cohort(report, generator, density, seed, args)
+                report["wall_s"], report["load_average_end"] = time.perf_counter() - started, os.getloadavg()
+                write_report(report, path)
+    print(markdown(report))
+
+
+def run_cohort(
+    report: dict[str, Any], generator: str, density: float, seed: int, args: argparse.Namespace
+) -> None:
+    if generator == "real":
+        ensure_real_features(args.real_features)  # on first use: the other generators need no slides
+    gen = torch.Generator().manual_seed(
+        10_000 * seed + round(density * 100) + 17 * GENERATORS.index(generator)
+    )
+    space = Space.draw(args.in_dim, args.rank, gen)
+    cohorts = []
+    for n_bags, train in ((args.train_bags, True), (args.test_bags, False)):
+        pools = real_pools(args.real_features, train) if generator == "real" else None
+        cohorts.append(make_bags(generator, Draw(n_bags, density / 100, args, gen, space, pools)))
+    for model in args.models:
+        run = run_one(model, cohorts[0], cohorts[1], seed, args) | {
+            "generator": generator,
+            "density": density,
+        }
+        report["runs"].append(run)
+        print(
+            f"{generator:>11} {density:>4g}% seed {seed} {model:>9}: AUROC {run['auroc']:.2f} top-k "
+            + " ".join(f"{m[:6]} {v['topk']:.2f}" for m, v in run["methods"].items())
+            + f" ({run['train_s']:.0f} s)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

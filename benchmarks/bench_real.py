@@ -1,0 +1,268 @@
+"""Aggregators against the mean-pooled baseline on real features, by repeated stratified k-fold CV.
+
+Sets: Musk2 and Fox (published multiple-instance sets, `.npz` with `features`, `bag_ptr`, `bag_labels`, given
+with `--mil-dir`; attention MIL's published bag accuracy, Ilse et al. 2018: 0.858 and 0.615), and `tiles`:
+bags built from the real slides in tests/data through the library's tiling and `--random-init` extraction
+(`--tiles-cohort`, see `build_tile_cohort`).
+
+Each repeat r shuffles a stratified k-fold split with seed r; inside each fold's training part a stratified
+20 % is held out as validation (early stopping, temperature), as `wsi train` does. Every model trains through
+the library's own `FoldTrainer` in this process with `TrainConfig(model=...)` defaults, one torch thread.
+The baseline is `fit_baseline` (standardised logistic regression on mean-pooled bags) on the same training
+part. Reported per set and model: mean and sd over all folds of test AUROC and accuracy, plus ECE.
+
+    uv run python benchmarks/bench_real.py --mil-dir ../shared/data/mil --repeats 5 --folds 5
+    uv run python benchmarks/bench_real.py --mil-dir ... --sets fox --models abmil --set lr=1e-3
+
+Writes benchmarks/results/real_<tag>.{json,md}.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+PUBLISHED_ACCURACY = {"musk2": 0.858, "fox": 0.615}
+BASELINE = "baseline_lr"
+
+
+def load_mil_set(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """bags (id -> (n, D) float32) and labels (id -> 0/1) of one published MIL `.npz`."""
+    data = np.load(path)
+    ptr, labels = data["bag_ptr"], data["bag_labels"]
+    features = data["features"].astype(np.float32)
+    bags = {f"bag{i:04d}": torch.from_numpy(features[ptr[i] : ptr[i + 1]]) for i in range(len(labels))}
+    return bags, {f"bag{i:04d}": int(labels[i]) for i in range(len(labels))}
+
+
+def load_tile_cohort(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """Bags written by `build_tile_cohort`: folder/features/*.h5 and folder/labels.csv (slide_id,label)."""
+    import csv
+
+    from wsi_pipeline.stores.feature_bag import load_bag
+
+    with open(folder / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    names = sorted({r["label"] for r in rows})
+    bags = {
+        r["slide_id"]: torch.from_numpy(
+            load_bag(folder / "features" / f"{r['slide_id']}.h5").features.astype(np.float32)
+        )
+        for r in rows
+    }
+    return bags, {r["slide_id"]: names.index(r["label"]) for r in rows}
+
+
+def fold_splits(
+    labels: dict[str, int], folds: int, repeat: int
+) -> list[tuple[list[str], list[str], list[str]]]:
+    """(train, val, test) ids of each fold of repeat `repeat`."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    ids = np.array(sorted(labels))
+    y = np.array([labels[i] for i in ids])
+    out = []
+    for k, (rest, test) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=repeat).split(ids, y)):
+        train, val = train_test_split(rest, test_size=0.2, stratify=y[rest], random_state=1000 * repeat + k)
+        out.append((sorted(ids[train].tolist()), sorted(ids[val].tolist()), sorted(ids[test].tolist())))
+    return out
+
+
+def ece(targets: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
+    from wsi_pipeline.evaluate.calibration import expected_calibration_error
+
+    return expected_calibration_error(targets, probs, bins)
+
+
+def scores(targets: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import roc_auc_score
+
+    return {
+        "auroc": float(roc_auc_score(targets, probs[:, 1])),
+        "accuracy": float(np.mean(probs.argmax(axis=1) == targets)),
+        "ece": ece(targets, probs),
+    }
+
+
+def run_baseline(
+    bags: dict[str, torch.Tensor], labels: dict[str, int], train: list[str], test: list[str]
+) -> np.ndarray:
+    from wsi_pipeline.stores.baseline import mean_pool
+    from wsi_pipeline.train.baseline import fit_baseline
+
+    pooled = {s: mean_pool(bags[s].numpy()) for s in train + test}
+    model = fit_baseline(
+        np.stack([pooled[s] for s in train]), np.array([labels[s] for s in train]), ("0", "1")
+    )
+    return model.predict_proba(np.stack([pooled[s] for s in test]))
+
+
+def run_model(
+    name: str,
+    settings: dict[str, Any],
+    cache: Any,
+    labels: dict[str, int],
+    split: tuple[list[str], list[str], list[str]],
+    in_dim: int,
+    seed: int,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Test probabilities of one model trained by the library's FoldTrainer, and its fold result."""
+    from wsi_pipeline.models import build_model, model_config
+    from wsi_pipeline.train.config import TrainConfig
+    from wsi_pipeline.train.loop import FoldData, FoldTrainer
+    from wsi_pipeline.train.process import ProcessRole
+
+    train, val, test = split
+    cfg = TrainConfig(model=name, device="cpu", seed=seed, **settings)
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        data = FoldData(0, Path(tmp), train, val, labels)
+        torch.manual_seed(seed)
+        model = build_model(name, in_dim=in_dim, n_classes=2, **cfg.model_overrides)
+        resolved = model_config(name, **cfg.model_overrides).model_dump(mode="json")
+        trainer = FoldTrainer(
+            cfg, model, resolved, ("0", "1"), in_dim, cache, data, torch.device("cpu"), ProcessRole(), None
+        )
+        result = trainer.fit()
+        probs = trainer.predict(test)
+    return probs, {
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "temperature": result.temperature,
+    }
+
+
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """`key=value` (YAML values) into TrainConfig fields; `model_overrides.dropout=0.1` nests."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key.startswith("model_overrides."):
+            out.setdefault("model_overrides", {})[key.split(".", 1)[1]] = yaml.safe_load(value)
+        else:
+            out[key] = yaml.safe_load(value)
+    return out
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for metric in ("auroc", "accuracy", "ece"):
+        values = [r[metric] for r in rows]
+        out[metric] = {
+            "mean": statistics.fmean(values),
+            "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        }
+    out["folds"] = {"n": len(rows)}
+    return out
+
+
+def bench_set(
+    set_name: str,
+    bags: dict[str, torch.Tensor],
+    labels: dict[str, int],
+    args: argparse.Namespace,
+    save: Any,
+) -> dict[str, Any]:
+    """Model after model (the baseline first), every fold of every repeat; `save` after each model so an
+    interrupted run keeps what it finished."""
+    from wsi_pipeline.train.bags import BagCache
+
+    cache = BagCache.of_tensors(bags, torch.device("cpu"))
+    in_dim = next(iter(bags.values())).shape[1]
+    settings = parse_settings(args.set)
+    splits = [
+        (r, k, split)
+        for r in range(args.repeats)
+        for k, split in enumerate(fold_splits(labels, args.folds, r))
+    ]
+    out: dict[str, Any] = {}
+    for name in ([] if args.skip_baseline else [BASELINE]) + args.models:
+        rows = []
+        for repeat, k, split in splits:
+            targets = np.array([labels[s] for s in split[2]])
+            start = time.perf_counter()
+            if name == BASELINE:
+                probs, info = run_baseline(bags, labels, split[0], split[2]), {}
+            else:
+                probs, info = run_model(name, settings, cache, labels, split, in_dim, seed=repeat * 100 + k)
+            row = {**scores(targets, probs), **info, "seconds": time.perf_counter() - start}
+            rows.append(row)
+            print(
+                f"{set_name} r{repeat} f{k} {name}: AUROC {row['auroc']:.3f} acc {row['accuracy']:.3f} "
+                f"{info} {row['seconds']:.0f}s",
+                flush=True,
+            )
+        out[name] = {"summary": summarise(rows), "folds": rows}
+        save(out)
+    return out
+
+
+def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [
+        f"Repeated stratified CV: {args.repeats} x {args.folds}-fold; settings {args.set or 'defaults'}.",
+        "",
+        "| set | model | AUROC mean ± sd | accuracy mean ± sd | ECE | published accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for set_name, models in results.items():
+        for model, body in models.items():
+            s = body["summary"]
+            pub = PUBLISHED_ACCURACY.get(set_name) if model == "abmil" else None
+            lines.append(
+                f"| {set_name} | {model} | {s['auroc']['mean']:.3f} ± {s['auroc']['sd']:.3f} | "
+                f"{s['accuracy']['mean']:.3f} ± {s['accuracy']['sd']:.3f} | {s['ece']['mean']:.3f} | "
+                f"{pub if pub is not None else ''} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mil-dir", type=Path, help="folder with musk2.npz and fox.npz")
+    parser.add_argument(
+        "--tiles-cohort", type=Path, help="folder from build_tile_cohort (features/, labels.csv)"
+    )
+    parser.add_argument("--sets", nargs="+", default=["musk2", "fox", "tiles"])
+    parser.add_argument("--models", nargs="+", default=["mean_linear", "meanmax_mlp", "abmil", "vit_sf"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides, key=value")
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--tag", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    results: dict[str, Any] = {}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    def save(set_name: str, models: dict[str, Any]) -> None:
+        results[set_name] = models
+        body = {"args": {k: str(v) for k, v in vars(args).items()}, "results": results}
+        (RESULTS / f"real_{args.tag}.json").write_text(json.dumps(body, indent=1) + "\n")
+        (RESULTS / f"real_{args.tag}.md").write_text(markdown(results, args))
+
+    for set_name in args.sets:
+        if set_name == "tiles":
+            if args.tiles_cohort is None:
+                continue
+            bags, labels = load_tile_cohort(args.tiles_cohort)
+        else:
+            if args.mil_dir is None:
+                continue
+            bags, labels = load_mil_set(args.mil_dir / f"{set_name}.npz")
+        bench_set(set_name, bags, labels, args, lambda models, s=set_name: save(s, models))
+    print(markdown(results, args))
+
+
+if __name__ == "__main__":
+    main()
