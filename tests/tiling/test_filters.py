@@ -106,6 +106,25 @@ def test_sharp_tissue_turns_blurry_when_blurred(labelled_tiles: Path) -> None:
     assert judge(soft).blur_score < judge(sharp).blur_score / 2
 
 
+@pytest.mark.parametrize("name", ["tissue-level0-4302-10273-4814-10785.png", "high-nuclei-score-level0.png"])
+def test_sharp_tissue_at_a_coarse_tile_scale_is_kept(labelled_tiles: Path, name: str) -> None:
+    """256 µm at 112 px (2.3 µm/px): the 1 µm focus probe is under half a pixel there and sharp tissue
+    scores low, so only the edge rule may judge blur at that scale."""
+    coarse_px = 112
+    coarse_mpp = DEFAULTS.tile_um / coarse_px
+    rgb = pipeline_tile(labelled_tiles / name, coarse_px)
+    assert focus_score(to_gray(rgb), coarse_mpp) < DEFAULTS.min_focus  # what the gate guards against
+    verdict = judge_tile(
+        rgb,
+        tile_mpp=coarse_mpp,
+        white_gray=DEFAULTS.white_gray,
+        max_white_fraction=DEFAULTS.max_white_fraction,
+        min_edge_fraction=DEFAULTS.min_edge_fraction,
+        min_focus=DEFAULTS.min_focus,
+    )
+    assert verdict.reason is None
+
+
 def test_white_rule_is_a_share_of_pixels_at_or_above_white_gray() -> None:
     tile = np.full((224, 224, 3), 200, np.uint8)
     rows = round(224 * DEFAULTS.max_white_fraction) + 2  # just over the share, at exactly white_gray
