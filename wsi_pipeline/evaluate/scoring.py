@@ -16,7 +16,7 @@ import torch
 from wsi_pipeline.batch import SlideOutcome
 from wsi_pipeline.errors import WsiError
 from wsi_pipeline.evaluate.config import EvalConfig
-from wsi_pipeline.inference.ensemble import ensemble_tile_scores
+from wsi_pipeline.inference.ensemble import ensemble_tile_scores, fold_probabilities
 from wsi_pipeline.inference.faithfulness import DeletionTest, deletion_test
 from wsi_pipeline.inference.fold_models import FoldModel
 from wsi_pipeline.inference.heatmaps import score_bound
@@ -27,7 +27,7 @@ from wsi_pipeline.inference.slide_heatmap import (
     write_slide_heatmap,
 )
 from wsi_pipeline.stores.baseline import mean_pool
-from wsi_pipeline.stores.feature_bag import Bag, compute_autocast, load_bag, model_features
+from wsi_pipeline.stores.feature_bag import Bag, load_bag, model_features
 from wsi_pipeline.stores.labels import LabelTable
 
 # Probabilities per fold: fold -> slide_id -> (n_classes,) float array.
@@ -135,9 +135,7 @@ class SlideScorer:
         """Softmax probabilities under the autocast of validation (`compute_autocast`)."""
         if x.shape[-1] != fm.in_dim:
             raise WsiError(f"{path}: {x.shape[-1]}-d features, the model takes {fm.in_dim}-d")
-        with torch.no_grad(), compute_autocast(self.device.type, self.amp):
-            logits = fm.model(x)
-        return torch.softmax(logits.float(), dim=-1)[0].cpu().numpy()
+        return fold_probabilities([fm], x, self.amp)[0]
 
     def _heatmap(
         self,

@@ -10,12 +10,14 @@ import numpy as np
 import torch
 
 from wsi_pipeline.inference.fold_models import FoldModel
+from wsi_pipeline.stores.feature_bag import compute_autocast
 
 
-def fold_probabilities(models: list[FoldModel], x: torch.Tensor) -> np.ndarray:
-    """(k, n_classes) float64 softmax probabilities of each fold model on the bag x (1, N, D)."""
+def fold_probabilities(models: list[FoldModel], x: torch.Tensor, amp: bool) -> np.ndarray:
+    """(k, n_classes) float64 softmax probabilities of each fold model on the bag x (1, N, D), under the
+    autocast the run was validated with (`compute_autocast`), for eval and predict alike."""
     rows = []
-    with torch.no_grad():
+    with torch.no_grad(), compute_autocast(x.device.type, amp):
         for fm in models:
             rows.append(torch.softmax(fm.model(x).float(), dim=-1)[0].cpu().numpy().astype(np.float64))
     return np.stack(rows)

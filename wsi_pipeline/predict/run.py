@@ -41,7 +41,7 @@ from wsi_pipeline.predict.outputs import (
 from wsi_pipeline.predict.slides import features_from_slides
 from wsi_pipeline.progress import SLIDE, progress_bar
 from wsi_pipeline.stores.atomic import claimed_folder, clean_stale_temporaries, write_text_atomic
-from wsi_pipeline.stores.feature_bag import Bag, compute_autocast, load_bag, model_features
+from wsi_pipeline.stores.feature_bag import Bag, load_bag, model_features
 from wsi_pipeline.stores.run_folder import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -181,8 +181,7 @@ class _SlidePredictor:
             self.cfg.allow_extractor_mismatch,
         )
         x = torch.from_numpy(model_features(bag.features, slide_id, path)).to(self.device).unsqueeze(0)
-        with compute_autocast(self.device.type, self.amp):
-            probs = fold_probabilities(self.models, x)
+        probs = fold_probabilities(self.models, x, self.amp)
         folds = tuple(fm.fold for fm in self.models)
         patient = patient_of(slide_id, self.patients)
         return bag, x, SlidePrediction(slide_id, patient, probs, folds, bag.n_tiles, check)
