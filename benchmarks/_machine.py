@@ -36,6 +36,17 @@ def add_busy_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def proc_kib(key: str, pid: int | str = "self", file: str = "status") -> int:
+    """The `key: N kB` line of /proc/<pid>/<file> in KiB (VmRSS, VmHWM; with `pid=""`, `file="meminfo"`:
+    MemAvailable), 0 when the line is absent. Linux only, like the memory figures that use it."""
+    path = f"/proc/{pid}/{file}" if pid != "" else f"/proc/{file}"
+    with open(path) as lines:
+        for line in lines:
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+    return 0
+
+
 def load_1min() -> float:
     return os.getloadavg()[0]
 

@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _machine import LoadGuard, add_busy_argument, busy_banner
+from _common import markdown_table
+from _machine import LoadGuard, add_busy_argument, busy_banner, proc_kib
 
 MODELS = ["vit_sf", "vit_sf_ca", "vit_sima", "vit", "abmil", "transmil"]
 SIZES = [1_000, 2_000, 5_000, 10_000, 11_000, 25_000, 50_000, 100_000, 200_000]
@@ -44,11 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def current_rss() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return proc_kib("VmRSS") * 1024
 
 
 FEATURE_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -137,21 +134,13 @@ def run_worker(args: argparse.Namespace) -> None:
 def child_rss(pid: int) -> int:
     """RSS of a child and its descendants would need a tree walk; torch does not fork here, so one pid."""
     try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+        return proc_kib("VmRSS", pid) * 1024
+    except OSError:  # the child has exited
+        return 0
 
 
 def available_memory() -> int:
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return proc_kib("MemAvailable", pid="", file="meminfo") * 1024
 
 
 def run_config(args: argparse.Namespace, model: str, n: int) -> dict[str, Any]:
@@ -300,12 +289,13 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['settings']['repeats']} steps after {report['settings'].get('warmups', 1)} warm-up(s); "
         f"peak {'RSS' if report['settings']['device'] == 'cpu' else 'allocated memory'}.",
         "",
-        "| N | " + " | ".join(f"`{m}`" for m in models) + " |",
-        "|---:|" + "---|" * len(models),
+        *markdown_table(
+            ["N", *(f"`{m}`" for m in models)],
+            ([f"{n:,}", *(cell(rows.get((m, n))) for m in models)] for n in report["settings"]["sizes"]),
+            align="r" + "l" * len(models),
+        ),
+        "",
     ]
-    for n in report["settings"]["sizes"]:
-        lines.append(f"| {n:,} | " + " | ".join(cell(rows.get((m, n))) for m in models) + " |")
-    lines.append("")
     lines.append(
         "`timeout (1 step X s)`: the warm-up step alone showed the configuration could not finish its"
     )

@@ -38,10 +38,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks._common import markdown_table  # noqa: E402
+from benchmarks._machine import proc_kib  # noqa: E402
 from benchmarks._slides import SOURCE_MPP, mosaic_slide  # noqa: E402
-from wsi_pipeline import __version__  # noqa: E402
+from tests.extract.helpers import write_kept_store  # noqa: E402
 from wsi_pipeline.slides import open_slide  # noqa: E402
-from wsi_pipeline.stores.tile_store import TileStore, TileStoreMeta, store_path, write_tile_store  # noqa: E402
 
 OUT = REPO / "benchmarks" / "out" / "extract"
 RESULTS = REPO / "benchmarks" / "results"
@@ -79,36 +80,18 @@ def tissue_coords(slide: Path) -> tuple[np.ndarray, dict]:
 
 
 def write_store(tiles_dir: Path, slide_id: str, slide: Path, coords: np.ndarray, geometry: dict) -> None:
-    n = len(coords)
-    stat = slide.stat()
-    meta = TileStoreMeta(
+    thumbnail = np.zeros((8, 8, 3), np.uint8)
+    write_kept_store(
+        tiles_dir,
+        slide,
+        coords,
+        SOURCE_MPP,
+        thumbnail,
         slide_id=slide_id,
-        slide_path=str(slide),
-        slide_bytes=stat.st_size,
-        slide_mtime=stat.st_mtime,
-        mpp_level0=SOURCE_MPP,
-        mpp_source="metadata",
-        tile_px=TILE_PX,
-        tile_um=TILE_UM,
-        thumbnail_downsample=1.0,
         tissue_method="benchmark",
-        thresholds={},
-        n_candidates=n,
-        n_kept=n,
-        rejected={},
-        wsi_version=__version__,
+        tile_um=TILE_UM,
+        tile_px=TILE_PX,
         **geometry,
-    )
-    write_tile_store(
-        store_path(tiles_dir, slide_id),
-        TileStore(
-            coords=coords,
-            tissue_fraction=np.ones(n, np.float32),
-            blur_score=np.ones(n, np.float32),
-            thumbnail=np.zeros((8, 8, 3), np.uint8),
-            tissue_mask=np.ones((8, 8), bool),
-            meta=meta,
-        ),
     )
 
 
@@ -237,8 +220,7 @@ def child(model: str, tiles_dir: str, out_dir: str, batch_size: str, workers: st
         standalone_mode=False,
     )
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork + exec.
-    status = Path("/proc/self/status").read_text().splitlines()
-    peak_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    peak_kib = proc_kib("VmHWM")
     print(json.dumps({"peak_rss_mib": round(peak_kib / 1024, 1)}))
 
 
@@ -305,8 +287,7 @@ def model_child(
             t0 = time.perf_counter()
             forward(model, transform.normalize(batch), runtime)
             seconds.append(time.perf_counter() - t0)
-    status = Path("/proc/self/status").read_text().splitlines()
-    peak_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    peak_kib = proc_kib("VmHWM")
     measured = seconds[1:] or seconds
     print(
         json.dumps(
@@ -476,17 +457,12 @@ def markdown(result: dict) -> str:
             f"({_samples(run)}) | {run['tiles_per_s'] / t['bare']['tiles_per_s']:.2f}x "
             f"| {run['cpu_s_per_tile']:.3f} | {t['bare']['cpu_s_per_tile'] / run['cpu_s_per_tile']:.2f}x |"
         )
-    lines += [
-        "",
-        "Peak RSS of `wsi extract` (one fresh process each, workers 0):",
-        "",
-        "| encoder | tiles | peak RSS MiB | seconds |",
-        "|---|---:|---:|---:|",
+    memory = [
+        [run["model"], run["tiles"], f"{run['peak_rss_mib']:.0f}", f"{run['seconds']:.0f}"]
+        for run in result["memory"]
     ]
-    for run in result["memory"]:
-        lines.append(
-            f"| {run['model']} | {run['tiles']} | {run['peak_rss_mib']:.0f} | {run['seconds']:.0f} |"
-        )
+    lines += ["", "Peak RSS of `wsi extract` (one fresh process each, workers 0):", ""]
+    lines += markdown_table(["encoder", "tiles", "peak RSS MiB", "seconds"], memory)
     lines += ["", f"H100 target (>= 2,500 tiles/s end to end, bf16): {result['gpu_target']}", ""]
     return "\n".join(lines)
 

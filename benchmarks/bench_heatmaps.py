@@ -26,8 +26,8 @@ Per model x method x generator x density: mean ± sd over seeds. The default sco
 one with the best *worst case* over the cells the model classifies (test AUROC >= 0.9), on the precision
 gain over chance, (top-k - density) / (1 - density); `occlusion` (quadratic, the reference) is not eligible.
 
-    uv run python benchmarks/bench_heatmaps.py --reduced    # 2 seeds, 2 densities: what a busy CPU allowed
-    uv run python benchmarks/bench_heatmaps.py              # ~1 h on an idle 2-core CPU (estimated), 5 seeds
+    uv run python benchmarks/bench_heatmaps.py --reduced    # 2 seeds, 3 densities, bags of 400-600 tiles
+    uv run python benchmarks/bench_heatmaps.py              # 5 seeds, 500-1,000 tiles: ~3 h idle CPU (estimated)
     uv run python benchmarks/bench_heatmaps.py --full --device cuda   # all models, 500-3,000 tiles per bag
 
 Writes benchmarks/results/heatmaps_<tag>.{json,md}; the JSON is rewritten after every cohort, so an
@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import default_pick_lines  # benchmarks/_common.py, next to this script
 from bench_signal import FeatureSpace, mean_sd, top_k_precision
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
@@ -59,16 +60,18 @@ GENERATORS = ["isotropic", "lowrank", "combination", "real"]
 REFERENCE = "occlusion"
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # What a shared, overloaded 2-core machine allowed on 2026-11-29 (~5-15% of a core): small bags.
+    # What a shared, overloaded 2-core machine allowed on 2026-11-29 (one busy core): bags of 400-600 tiles,
+    # 2 seeds, 3 densities; with `--methods` restricted to the candidates it runs in ~25 min.
     "reduced": dict(
-        models=["vit_sf", "vit_sf_ca"], densities=[30, 3], seeds=2, train_bags=16, test_bags=4,
-        min_tiles=120, max_tiles=160, epochs=3, in_dim=256, occlusion_bags=1,
+        models=["vit_sf", "vit_sf_ca"], densities=[30, 10, 3], seeds=2, train_bags=24, test_bags=6,
+        min_tiles=400, max_tiles=600, epochs=4, in_dim=256, occlusion_bags=1,
     ),
-    # Estimated ~1 h on an idle 2-core CPU (--threads 1): 5 seeds, 4 densities, the two default ViTs, small
-    # bags. The 500-3,000 tiles per bag need --full on a GPU.
+    # 5 seeds, 4 densities, the two default ViTs, bags of 500-1,000 tiles. Not run; estimated from the reduced
+    # run (~40 s of one core per cohort and model at 400-600 tiles, 3 methods): ~3 h on an idle 2-core CPU
+    # with `--methods` cut to the candidates, more with occlusion. The 3,000-tile bags: --full, GPU.
     "default": dict(
-        models=["vit_sf", "vit_sf_ca"], densities=[30, 10, 3, 1], seeds=5, train_bags=16, test_bags=4,
-        min_tiles=120, max_tiles=200, epochs=3, in_dim=256, occlusion_bags=1,
+        models=["vit_sf", "vit_sf_ca"], densities=[30, 10, 3, 1], seeds=5, train_bags=24, test_bags=6,
+        min_tiles=500, max_tiles=1000, epochs=4, in_dim=256, occlusion_bags=1,
     ),
     "full": dict(
         models=["vit_sf", "vit_sf_ca", "vit", "vit_sima", "abmil", "transmil", "mean_linear", "meanmax_mlp"],
@@ -233,7 +236,7 @@ def run_one(
         probs = [float(model(b.x[None].to(device)).float().softmax(-1)[0, 1]) for b in test]
     positives = [b for b in test if b.label == 1]
     per_method: dict[str, dict[str, float]] = {}
-    for method in SCORE_METHODS:
+    for method in args.methods:
         bags = positives[: args.occlusion_bags] if method == REFERENCE else positives
         if method == REFERENCE and seed >= args.occlusion_seeds:
             continue
@@ -288,7 +291,7 @@ def pick_default_methods(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         worst = {
             m: min(gain(statistics.fmean(values(runs, m, "topk")), d) for _, d, runs in solved)
             for m in SCORE_METHODS
-            if m != REFERENCE
+            if m != REFERENCE and all(values(runs, m, "topk") for _, _, runs in solved)
         }
         best = max(worst.values())
         method = next(m for m in worst if worst[m] >= best - 0.02)
@@ -341,14 +344,9 @@ def markdown(report: dict[str, Any]) -> str:
         "Default score method per model: best worst-case precision gain over the cells it classifies",
         "",
     ]
-    for model, pick in report["default_methods"].items():
-        if pick["method"] is None:
-            lines.append(f"- `{model}`: classifies no cell (AUROC < 0.9 everywhere)")
-        else:
-            detail = ", ".join(f"{m} {v:.2f}" for m, v in pick["worst_gain"].items())
-            lines.append(
-                f"- `{model}`: **{pick['method']}** (worst gain: {detail}; over {', '.join(pick['solved'])})"
-            )
+    lines += default_pick_lines(
+        report["default_methods"], "worst_gain", "worst gain:", "classifies no cell (AUROC < 0.9 everywhere)"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -369,6 +367,13 @@ def parse_args() -> argparse.Namespace:
     preset.add_argument("--reduced", action="store_true", help="what a busy shared CPU allows: 2 seeds")
     preset.add_argument("--full", action="store_true", help="all models, bags of 500-3,000 tiles, for a GPU")
     parser.add_argument("--models", nargs="+")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(SCORE_METHODS),
+        choices=SCORE_METHODS,
+        help="score methods to measure",
+    )
     parser.add_argument("--generators", nargs="+", default=GENERATORS, choices=GENERATORS)
     parser.add_argument(
         "--densities", nargs="+", type=float, help="percent of planted tiles in positive bags"

@@ -24,20 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _machine import LoadGuard, add_busy_argument, busy_banner, describe_machine
+from _machine import LoadGuard, add_busy_argument, busy_banner, describe_machine, proc_kib
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["vit_sf", "vit_sf_ca", "abmil"]
 ROWS_PER_WRITE = 1 << 15
-
-
-def vm_kib(key: str, pid: int | str = "self") -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(key):
-                return int(line.split()[1])
-    return 0
 
 
 def write_big_bag(path: Path, n_tiles: int, dim: int, seed: int) -> None:
@@ -94,7 +86,7 @@ def worker(run: Path, bags: Path, out: Path, threads: int, score_method: str | N
     from wsi_pipeline.predict.config import PredictConfig
     from wsi_pipeline.predict.run import run_prediction
 
-    baseline_kib = vm_kib("VmRSS:")
+    baseline_kib = proc_kib("VmRSS")
     cfg = PredictConfig(features=bags, top_k=0, device="cpu", score_method=score_method)
     started = time.perf_counter()
     result = run_prediction(cfg, run, out)
@@ -104,7 +96,7 @@ def worker(run: Path, bags: Path, out: Path, threads: int, score_method: str | N
         "status": outcome.status,
         "reason": outcome.reason,
         "seconds": round(seconds, 2),
-        "peak_rss_gb": round(vm_kib("VmHWM:") / 2**20, 3),
+        "peak_rss_gb": round(proc_kib("VmHWM") / 2**20, 3),
         "rss_after_imports_gb": round(baseline_kib / 2**20, 3),
         "ru_maxrss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
         "score_method": score_method or "model default",
@@ -129,7 +121,7 @@ def run_child(args: argparse.Namespace, run: Path, bags: Path, out: Path) -> dic
     started, peak_kib = time.perf_counter(), 0
     while child.poll() is None:
         try:
-            peak_kib = max(peak_kib, vm_kib("VmRSS:", child.pid))
+            peak_kib = max(peak_kib, proc_kib("VmRSS", child.pid))
         except (FileNotFoundError, ProcessLookupError):
             break
         elapsed = time.perf_counter() - started

@@ -1,9 +1,11 @@
 """Aggregators against the mean-pooled baseline on real features, by repeated stratified k-fold CV.
 
 Sets: Musk2 and Fox (published multiple-instance sets, `.npz` with `features`, `bag_ptr`, `bag_labels`, given
-with `--mil-dir`; attention MIL's published bag accuracy, Ilse et al. 2018: 0.858 and 0.615), and `tiles`:
-bags built from the real slides in tests/data through the library's tiling and `--random-init` extraction
-(`--tiles-cohort`, see `build_tile_cohort`).
+with `--mil-dir`; attention MIL's published bag accuracy, Ilse et al. 2018: 0.858 and 0.615), and two cohorts
+of real tiles, `tiles_sparse` and `tiles_mix` (see `build_tile_cohort`): bags drawn from the two real slides
+in tests/data after `wsi tile --tile-um 32 --tile-px 64 --mpp 0.25` (small tiles, so two small slides give
+~650 tiles each) and `wsi extract --random-init`; run here into benchmarks/out/real_tiles unless
+`--tile-features` names such a folder.
 
 Each repeat r shuffles a stratified k-fold split with seed r; inside each fold's training part a stratified
 20 % is held out as validation (early stopping, temperature), as `wsi train` does. Every model trains through
@@ -12,6 +14,7 @@ The baseline is `fit_baseline` (standardised logistic regression on mean-pooled 
 part. Reported per set and model: mean and sd over all folds of test AUROC and accuracy, plus ECE.
 
     uv run python benchmarks/bench_real.py --mil-dir ../shared/data/mil --repeats 5 --folds 5
+    uv run python benchmarks/bench_real.py --sets tiles_sparse tiles_mix --models abmil vit_sf
     uv run python benchmarks/bench_real.py --mil-dir ... --sets fox --models abmil --set lr=1e-3
 
 Writes benchmarks/results/real_<tag>.{json,md}.
@@ -45,22 +48,76 @@ def load_mil_set(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     return bags, {f"bag{i:04d}": int(labels[i]) for i in range(len(labels))}
 
 
-def load_tile_cohort(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-    """Bags written by `build_tile_cohort`: folder/features/*.h5 and folder/labels.csv (slide_id,label)."""
-    import csv
+TILE_COHORTS = ("tiles_sparse", "tiles_mix")
+TILE_SLIDES = ("CMU-1-Small-Region.svs", "tcga-cr-7395-01a-01-ts1.svs")
 
+
+def tile_features(out: Path) -> Path:
+    """`wsi tile` + `wsi extract --random-init` of the two real slides in tests/data into out/; resumes."""
+    import subprocess
+
+    wsi = [sys.executable, "-m", "cli.main"]
+    slides = [str(ROOT / "tests" / "data" / "slides" / name) for name in TILE_SLIDES]
+    tile = [
+        "tile",
+        *slides,
+        "--out",
+        str(out / "tiles"),
+        "--tile-um",
+        "32",
+        "--tile-px",
+        "64",
+        "--mpp",
+        "0.25",
+    ]
+    subprocess.run([*wsi, *tile], cwd=ROOT, check=True)
+    extract = [
+        "extract",
+        str(out / "tiles"),
+        "--out",
+        str(out / "features"),
+        "--random-init",
+        "--device",
+        "cpu",
+    ]
+    subprocess.run([*wsi, *extract], cwd=ROOT, check=True)
+    return out / "features"
+
+
+def build_tile_cohort(
+    features: Path, kind: str, n_bags: int = 60, seed: int = 0
+) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """Bags of real tile features from two slides' bags in `features` (written by `wsi tile` + `wsi extract`):
+    the first slide (by name) is the background, the second the evidence. Half the bags are positive.
+
+    - ``tiles_sparse``: negatives are background tiles only; positives carry 2-10 % evidence tiles, the sparse
+      signal an aggregator has to find and a mean dilutes.
+    - ``tiles_mix``: every bag carries 5-25 % evidence tiles; positive means more than 15 %, so the label is a
+      proportion that a mean reads off directly.
+
+    Bags hold 100-400 tiles drawn without replacement within a bag (bags share tiles: the pools are two slides).
+    """
     from wsi_pipeline.stores.feature_bag import load_bag
 
-    with open(folder / "labels.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    names = sorted({r["label"] for r in rows})
-    bags = {
-        r["slide_id"]: torch.from_numpy(
-            load_bag(folder / "features" / f"{r['slide_id']}.h5").features.astype(np.float32)
-        )
-        for r in rows
-    }
-    return bags, {r["slide_id"]: names.index(r["label"]) for r in rows}
+    paths = sorted(features.glob("*.h5"))
+    if len(paths) < 2:
+        raise SystemExit(f"{features}: need the bags of two slides, found {len(paths)}")
+    background, evidence = (load_bag(p).features.astype(np.float32) for p in paths[:2])
+    rng = np.random.default_rng(seed)
+    bags, labels = {}, {}
+    for i in range(n_bags):
+        label = i % 2
+        if kind == "tiles_sparse":
+            share = rng.uniform(0.02, 0.10) if label else 0.0
+        else:
+            share = rng.uniform(0.15, 0.25) if label else rng.uniform(0.05, 0.15)
+        n = int(rng.integers(100, 401))
+        k = round(share * n)
+        rows = [background[rng.choice(len(background), n - k, replace=False)]]
+        rows.append(evidence[rng.choice(len(evidence), k, replace=False)])
+        bag = np.concatenate(rows)[rng.permutation(n)]
+        bags[f"{kind}{i:03d}"], labels[f"{kind}{i:03d}"] = torch.from_numpy(bag), label
+    return bags, labels
 
 
 def fold_splits(
@@ -231,10 +288,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mil-dir", type=Path, help="folder with musk2.npz and fox.npz")
     parser.add_argument(
-        "--tiles-cohort", type=Path, help="folder from build_tile_cohort (features/, labels.csv)"
+        "--tile-features", type=Path, help="`wsi extract` output of two slides (see build_tile_cohort)"
     )
-    parser.add_argument("--sets", nargs="+", default=["musk2", "fox", "tiles"])
-    parser.add_argument("--models", nargs="+", default=["mean_linear", "meanmax_mlp", "abmil", "vit_sf"])
+    parser.add_argument("--sets", nargs="+", default=["musk2", "fox", *TILE_COHORTS])
+    parser.add_argument("--models", nargs="*", default=["mean_linear", "meanmax_mlp", "abmil", "vit_sf"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides, key=value")
@@ -252,10 +309,9 @@ def main() -> None:
         (RESULTS / f"real_{args.tag}.md").write_text(markdown(results, args))
 
     for set_name in args.sets:
-        if set_name == "tiles":
-            if args.tiles_cohort is None:
-                continue
-            bags, labels = load_tile_cohort(args.tiles_cohort)
+        if set_name in TILE_COHORTS:
+            features = args.tile_features or tile_features(ROOT / "benchmarks" / "out" / "real_tiles")
+            bags, labels = build_tile_cohort(features, set_name)
         else:
             if args.mil_dir is None:
                 continue

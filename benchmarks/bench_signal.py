@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import default_pick_lines  # benchmarks/_common.py, next to this script
 from _machine import LoadGuard  # benchmarks/_machine.py, next to this script
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
@@ -244,14 +245,9 @@ def markdown(report: dict[str, Any]) -> str:
         "through the whole network), a costlier method only when it is better by more than 0.02.",
         "",
     ]
-    for model, pick in report["default_methods"].items():
-        if pick["method"] is None:
-            lines.append(f"- `{model}`: solves no condition; keep the current default")
-        else:
-            detail = ", ".join(f"{m} {v:.2f}" for m, v in pick["worst_topk"].items())
-            lines.append(
-                f"- `{model}`: **{pick['method']}** (worst case {detail}; over {', '.join(pick['solved'])})"
-            )
+    lines += default_pick_lines(
+        report["default_methods"], "worst_topk", "worst case", "solves no condition; keep the current default"
+    )
     lines += ["", f"Total wall time {report['wall_s'] / 60:.1f} min."]
     return "\n".join(lines) + "\n"
 

@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks._common import markdown_table  # noqa: E402
 from benchmarks._machine import LoadGuard, add_busy_argument, busy_banner  # noqa: E402
 from benchmarks._slides import mosaic_slide  # noqa: E402
 from wsi_pipeline import __version__  # noqa: E402
@@ -251,6 +252,14 @@ def main() -> None:
     print(markdown(result))
 
 
+def _rate_cell(rates: dict, overhead: dict, kind: str, workers: str) -> str:
+    """Median (best) tiles/s of one reader kind at one worker count, with its time overhead over raw reads."""
+    cell = f"{rates[kind][workers]['median']:.0f} ({rates[kind][workers]['best']:.0f})"
+    if kind in overhead:
+        cell += f", +{100 * overhead[kind][workers]:.0f} % time vs raw"
+    return cell
+
+
 def markdown(result: dict) -> str:
     slide, rates, overhead = result["slide"], result["tiles_per_s"], result["overhead_vs_raw"]
     workers = list(rates["raw"])
@@ -260,17 +269,11 @@ def markdown(result: dict) -> str:
         f"{slide['tiles']} tissue tiles read at level {slide['read_level']} as {slide['read_px']} px -> "
         f"{slide['tile_px']} px. Median of {result['repeats']} runs (best in brackets).",
         "",
-        "| tiles/s | " + " | ".join(f"{w} worker{'s' if int(w) > 1 else ''}" for w in workers) + " |",
-        "|---|" + "---:|" * len(workers),
     ]
-    for kind, per_w in rates.items():
-        cells = []
-        for w in workers:
-            cell = f"{per_w[w]['median']:.0f} ({per_w[w]['best']:.0f})"
-            if kind in overhead:
-                cell += f", +{100 * overhead[kind][w]:.0f} % time vs raw"
-            cells.append(cell)
-        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    header = ["tiles/s", *(f"{w} worker{'s' if int(w) > 1 else ''}" for w in workers)]
+    lines += markdown_table(
+        header, ([kind, *(_rate_cell(rates, overhead, kind, w) for w in workers)] for kind in rates)
+    )
     lines += [
         "",
         "Per tile, one thread (ms): "

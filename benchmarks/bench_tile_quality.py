@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks._common import markdown_table  # noqa: E402
 from benchmarks._machine import LoadGuard, add_busy_argument, busy_banner  # noqa: E402
 from wsi_pipeline.errors import WsiError  # noqa: E402
 from wsi_pipeline.slides.discover import find_slides  # noqa: E402
@@ -162,34 +163,37 @@ def main() -> None:
 
 
 def markdown(result: dict) -> str:
+    bundled = [
+        [row["slide"], f"failed: {row['error']}", "", "", "", ""]
+        if "error" in row
+        else [
+            row["slide"],
+            row["grid"],
+            row["kept"],
+            f"{row['tissue_recall']:.2f}",
+            f"{row['seconds']:.2f}",
+            f"{row['cpu_seconds']:.2f}",
+        ]
+        for row in result["bundled"]
+    ]
+    blur = [
+        [r["slide"], f"{r['sigma_um']:g}", r["sharp_kept"], r["kept"], f"{r['kept_share']:.2f}"]
+        for r in result["blur"]
+    ]
+    ink = [[r["slide"], r["ink"], r["kept"], r["kept_under_ink"], r["rejected_ink"]] for r in result["ink"]]
     lines = [
         busy_banner(result["load"]),
-        "| slide | grid | kept | tissue recall | s per slide | CPU s per slide |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in result["bundled"]:
-        if "error" in row:
-            lines.append(f"| {row['slide']} | failed: {row['error']} | | | | |")
-            continue
-        lines.append(
-            f"| {row['slide']} | {row['grid']} | {row['kept']} | {row['tissue_recall']:.2f} | {row['seconds']:.2f} "
-            f"| {row['cpu_seconds']:.2f} |"
-        )
-    lines += ["", "| blurred copy | σ µm | sharp kept | kept | share |", "|---|---:|---:|---:|---:|"]
-    for row in result["blur"]:
-        lines.append(
-            f"| {row['slide']} | {row['sigma_um']:g} | {row['sharp_kept']} | {row['kept']} | {row['kept_share']:.2f} |"
-        )
-    lines += [
+        *markdown_table(
+            ["slide", "grid", "kept", "tissue recall", "s per slide", "CPU s per slide"], bundled
+        ),
         "",
-        "| inked copy | ink | kept | kept under the ink | rejected as ink |",
-        "|---|---|---:|---:|---:|",
+        *markdown_table(["blurred copy", "σ µm", "sharp kept", "kept", "share"], blur),
+        "",
+        *markdown_table(["inked copy", "ink", "kept", "kept under the ink", "rejected as ink"], ink, "llrrr"),
+        "",
+        f"Command: `{result['command'].strip()}`.",
+        "",
     ]
-    for row in result["ink"]:
-        lines.append(
-            f"| {row['slide']} | {row['ink']} | {row['kept']} | {row['kept_under_ink']} | {row['rejected_ink']} |"
-        )
-    lines += ["", f"Command: `{result['command'].strip()}`.", ""]
     return "\n".join(lines)
 
 

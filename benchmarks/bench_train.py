@@ -143,8 +143,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     import torch
 
+    from wsi_pipeline.devices import default_threads
     from wsi_pipeline.train import TrainConfig, run_training
-    from wsi_pipeline.train.process import default_threads
 
     # The bare step after the run must use the threads the run used (run_training sets its own default).
     torch.set_num_threads(args.threads or default_threads())

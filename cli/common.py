@@ -5,13 +5,17 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum, StrEnum
-from typing import Any, get_args
+from pathlib import Path
+from typing import Any, TypeVar, get_args
 
 import typer
 from pydantic import BaseModel
 from rich.console import Console
 
+from wsi_pipeline.config import dump_config, load_config
 from wsi_pipeline.errors import WsiError
+
+M = TypeVar("M", bound=BaseModel)
 
 # Progress and tables go to stderr so stdout stays clean for paths and figures a script may read.
 console = Console(stderr=True)
@@ -61,6 +65,18 @@ def field_help(model: type[BaseModel], key: str, extra: str = "", default: str |
     return " ".join(p for p in (sentence, extra) if p) + shown
 
 
+def setting_option(model: type[BaseModel], key: str, *flags: str, extra: str = "", **options: Any) -> Any:
+    """The option for the setting `model.key`: `--key-with-dashes` unless `flags` name it, None by default
+    ("not given", so a --config file or the code default applies), help from the field (`field_help`)."""
+    names = flags or (f"--{key.replace('_', '-')}",)
+    return typer.Option(None, *names, help=field_help(model, key, extra), show_default=False, **options)
+
+
+ConfigOption = typer.Option(
+    None, "--config", help="YAML file of settings (as --print-config prints them); options override it."
+)
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, StrEnum):
         return value.value
@@ -73,6 +89,12 @@ def literal_choices(name: str, literal: Any) -> type[StrEnum]:
     """A `StrEnum` of a `Literal[...]`'s values, for a Typer option: the config model's type is the one
     list of allowed values, and the CLI's choices follow it."""
     return StrEnum(name, {str(v): str(v) for v in get_args(literal)})  # type: ignore[return-value]
+
+
+def field_choices(model: type[BaseModel], key: str) -> type[StrEnum]:
+    """The choices of the option for the setting `model.key`: the values of the field's `Literal` type, so
+    the CLI offers exactly what the config model accepts."""
+    return literal_choices(f"{key}_choices", model.model_fields[key].annotation)
 
 
 def config_overrides(model: type[BaseModel], options: dict[str, Any]) -> dict[str, Any]:
@@ -92,9 +114,17 @@ PrintConfigOption = typer.Option(
 )
 
 
+def resolved_settings(model: type[M], config_file: Path | None, options: dict[str, Any], show: bool) -> M:
+    """The settings a command runs with: `model`'s defaults < `config_file` < the command's options named
+    after a setting (`config_overrides`); with `show` (`--print-config`) they are printed and the command
+    exits."""
+    settings = load_config(model, config_file, config_overrides(model, options))
+    if show:
+        print_config(settings)
+    return settings
+
+
 def print_config(config: BaseModel) -> None:
     """`--print-config`: the settings the command would run with, on stdout, in `--config` format."""
-    from wsi_pipeline.config import dump_config
-
     sys.stdout.write(dump_config(config))
     raise typer.Exit(0)

@@ -5,32 +5,30 @@ from pathlib import Path
 import typer
 
 from cli.common import (
+    ConfigOption,
     DebugOption,
     PrintConfigOption,
-    config_overrides,
     console,
+    field_choices,
     field_help,
     literal_choices,
-    print_config,
+    resolved_settings,
     user_errors,
 )
 from wsi_pipeline.batch import exit_code, print_summary
-from wsi_pipeline.config import load_config
-from wsi_pipeline.evaluate.config import EvalConfig, EvalLevel, EvalSplit, default_config_file
+from wsi_pipeline.evaluate.config import EvalConfig
 from wsi_pipeline.models.config import ScoreMethod
 
-# Choices of the config model's own Literal types (`wsi_pipeline/evaluate/config.py`).
-Split = literal_choices("Split", EvalSplit)
-Level = literal_choices("Level", EvalLevel)
-HeatmapScale = literal_choices("HeatmapScale", EvalConfig.model_fields["heatmap_scale"].annotation)
+# The models' own list of score methods (`wsi_pipeline.models.config`, torch-free: `--help` stays instant),
+# and the choices of the config model's own Literal types (`wsi_pipeline/evaluate/config.py`).
+ScoreMethodChoice = literal_choices("ScoreMethodChoice", ScoreMethod)
+Split = field_choices(EvalConfig, "split")
+Level = field_choices(EvalConfig, "level")
+HeatmapScale = field_choices(EvalConfig, "heatmap_scale")
 
 
 def _help(key: str) -> str:
     return field_help(EvalConfig, key)
-
-
-# The models' own list of score methods (`wsi_pipeline.models.config`, torch-free: `--help` stays instant).
-ScoreMethodChoice = literal_choices("ScoreMethodChoice", ScoreMethod)
 
 
 def eval_(
@@ -47,7 +45,8 @@ def eval_(
     top_k: int = typer.Option(None, "--top-k", min=0, help=_help("top_k")),
     score_method: ScoreMethodChoice = typer.Option(None, "--score-method", help=_help("score_method")),
     scale: HeatmapScale = typer.Option(None, "--scale", help=_help("heatmap_scale")),
-    config: Path = typer.Option(None, "--config", help="YAML config; default configs/eval.yaml."),
+    threads: int = typer.Option(None, "--threads", min=1, help=_help("threads")),
+    config: Path = ConfigOption,
     show_config: bool = PrintConfigOption,
     debug: bool = DebugOption,
 ) -> None:
@@ -55,11 +54,7 @@ def eval_(
     with user_errors(debug):
         columns = ["tiles", "label", "predicted", "scored by"]
 
-        overrides = config_overrides(EvalConfig, locals())  # options named after a setting
-        overrides["heatmap_scale"] = scale.value if scale is not None else None
-        cfg = load_config(EvalConfig, config or default_config_file(), overrides)
-        if show_config:
-            print_config(cfg)
+        cfg = resolved_settings(EvalConfig, config, {**locals(), "heatmap_scale": scale}, show_config)
         from wsi_pipeline.evaluate.run import NoSlideEvaluated, run_evaluation  # heavy: torch, matplotlib
 
         try:

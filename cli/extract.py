@@ -4,61 +4,63 @@ Option help comes from `ExtractConfig` (descriptions and defaults), so each defa
 """
 
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from cli.common import (
+    ConfigOption,
     DebugOption,
     PrintConfigOption,
-    config_overrides,
     console,
-    field_help,
-    literal_choices,
-    print_config,
+    field_choices,
+    resolved_settings,
+    setting_option,
     user_errors,
 )
+from wsi_pipeline.backends import parse_backend
+from wsi_pipeline.batch import exit_code, print_summary
 from wsi_pipeline.errors import ConfigError
+from wsi_pipeline.extract.catalog import model_table
 from wsi_pipeline.extract.config import ExtractConfig
 
-_TYPES = get_type_hints(ExtractConfig)
-Device = literal_choices("Device", _TYPES["device"])
-Dtype = literal_choices("Dtype", _TYPES["dtype"])
-Precision = literal_choices("Precision", _TYPES["precision"])
-StainNorm = literal_choices("StainNorm", _TYPES["stain_norm"])
+Device = field_choices(ExtractConfig, "device")
+Dtype = field_choices(ExtractConfig, "dtype")
+Precision = field_choices(ExtractConfig, "precision")
+StainNorm = field_choices(ExtractConfig, "stain_norm")
 
 
-def _option(key: str, flag: str, extra: str = "") -> Any:
-    return typer.Option(None, flag, help=field_help(ExtractConfig, key, extra), show_default=False)
+def _setting(key: str, extra: str = "") -> Any:
+    return setting_option(ExtractConfig, key, extra=extra)
 
 
 TILES_DIR = typer.Argument(
     None, help="Folder of tile stores (<slide_id>.zarr) made by wsi tile.", show_default=False
 )
 OUT = typer.Option(Path("features"), "--out", help="Folder for the feature bags (<slide_id>.h5).")
-MODEL = _option(
-    "model",
-    "--model",
-    "Built in: retccl, uni, uni2-h, virchow2, h-optimus-0, h-optimus-1, gigapath, ctranspath.",
+MODEL = _setting(
+    "model", "Built in: retccl, uni, uni2-h, virchow2, h-optimus-0, h-optimus-1, gigapath, ctranspath."
 )
-EXTRACTOR_SPEC = _option("extractor_spec", "--extractor-spec")
+EXTRACTOR_SPEC = _setting("extractor_spec")
 LIST_MODELS = typer.Option(
     False, "--list-models", help="Print the extractors (dim, input px, µm/px, licence) and exit."
 )
-WEIGHTS = _option("weights", "--weights")
+WEIGHTS = _setting("weights")
 RANDOM_INIT = typer.Option(
     False, "--random-init", help="Run without weights on purpose (demos, tests); recorded in every bag."
 )
-BATCH_SIZE = _option("batch_size", "--batch-size")
-WORKERS = _option("workers", "--workers")
-DEVICE = _option("device", "--device")
-DTYPE = _option("dtype", "--dtype")
-PRECISION = _option("precision", "--precision")
-STAIN_NORM = _option("stain_norm", "--stain-norm")
-STAIN_TARGET = _option("stain_target", "--stain-target")
-SLIDES_ROOT = _option("slides_root", "--slides-root")
+BATCH_SIZE = _setting("batch_size")
+WORKERS = _setting("workers")
+THREADS = _setting("threads")
+DEVICE = _setting("device")
+DTYPE = _setting("dtype")
+PRECISION = _setting("precision")
+STAIN_NORM = _setting("stain_norm")
+STAIN_TARGET = _setting("stain_target")
+SLIDES_ROOT = _setting("slides_root")
 OVERWRITE = typer.Option(False, "--overwrite", help="Recompute bags that already exist.")
-CONFIG = typer.Option(None, "--config", help="YAML file of settings (see configs/extract.yaml).")
 BACKEND = typer.Option(
     "local",
     "--backend",
@@ -90,6 +92,7 @@ def extract(
     random_init: bool = RANDOM_INIT,
     batch_size: str | None = BATCH_SIZE,
     workers: str | None = WORKERS,
+    threads: int | None = THREADS,
     device: Device | None = DEVICE,
     dtype: Dtype | None = DTYPE,
     precision: Precision | None = PRECISION,
@@ -97,7 +100,7 @@ def extract(
     stain_target: Path | None = STAIN_TARGET,
     slides_root: Path | None = SLIDES_ROOT,
     overwrite: bool = OVERWRITE,
-    config: Path | None = CONFIG,
+    config: Path | None = ConfigOption,
     backend: str = BACKEND,
     address: str | None = ADDRESS,
     gpus_per_task: float | None = GPUS_PER_TASK,
@@ -116,17 +119,10 @@ def extract(
             return
         if model is not None and extractor_spec is not None:
             raise ConfigError("--model and --extractor-spec exclude each other")
-        from wsi_pipeline.config import load_config
-
-        given = config_overrides(ExtractConfig, locals())
-        given.update(random_init=random_init or None, overwrite=overwrite or None)
-        settings = load_config(ExtractConfig, config, given)
-        if print_settings:
-            print_config(settings)
+        given = {**locals(), "random_init": random_init or None, "overwrite": overwrite or None}
+        settings = resolved_settings(ExtractConfig, config, given, print_settings)
         if tiles_dir is None:
             raise ConfigError("missing TILES_DIR (a folder of tile stores made by wsi tile)")
-        from wsi_pipeline.backends import parse_backend
-        from wsi_pipeline.batch import exit_code, print_summary
         from wsi_pipeline.extract.run import SUMMARY_COLUMNS, extract_stores  # heavy: torch, timm
 
         run_on = parse_backend(backend, address, gpus_per_task=gpus_per_task)
@@ -139,11 +135,6 @@ def extract(
 
 def _print_models() -> None:
     """The registered extractors as a table; imports only the recipes (no torch)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from wsi_pipeline.extract.catalog import model_table
-
     rows = model_table()
     table = Table(title="wsi extract --model NAME --weights FILE (or timm:<architecture>, --extractor-spec)")
     for column in rows[0]:

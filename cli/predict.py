@@ -4,29 +4,21 @@ from pathlib import Path
 
 import typer
 
-from cli.common import DebugOption, console, user_errors
+from cli.common import DebugOption, console, field_help, resolved_settings, user_errors
 from cli.eval import ScoreMethodChoice
+from wsi_pipeline.batch import exit_code, print_summary
+from wsi_pipeline.predict.config import PredictConfig
 
 
-def _help(key: str) -> str:
-    """Help from the config model's own description and default, so the default is stated once.
-
-    Read from the pydantic field (no torch import): `--help` stays instant.
-    """
-    from wsi_pipeline.predict.config import PredictConfig
-
-    field = PredictConfig.model_fields[key]
-    default = field.get_default(call_default_factory=True)
-    shown = "" if default in (None, [], False) else f" \\[default: {default}]"
-    text = field.description or ""
-    return f"{text[:1].upper()}{text[1:]}.{shown}"
+def _help(key: str, extra: str = "") -> str:
+    return field_help(PredictConfig, key, extra)
 
 
 def predict(
     run: Path = typer.Option(..., "--run", help="Run folder made by `wsi train`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for predictions.csv, heatmaps/, ..."),
     features: Path = typer.Option(None, "--features", help=_help("features")),
-    slides: list[Path] = typer.Option(None, "--slides", help=_help("slides") + " Repeat for several."),
+    slides: list[Path] = typer.Option(None, "--slides", help=_help("slides", "Repeat for several.")),
     patients: Path = typer.Option(None, "--patients", help=_help("patients")),
     fold: int = typer.Option(None, "--fold", min=0, help=_help("fold")),
     patient_level: bool = typer.Option(None, "--patient-level", help=_help("patient_level")),
@@ -44,35 +36,14 @@ def predict(
     mpp: float = typer.Option(None, "--mpp", help=_help("mpp")),
     tile_workers: int = typer.Option(None, "--tile-workers", min=1, help=_help("tile_workers")),
     device: str = typer.Option(None, "--device", help=_help("device")),
+    threads: int = typer.Option(None, "--threads", min=1, help=_help("threads")),
     debug: bool = DebugOption,
 ) -> None:
     """Predict new, unlabelled slides with a trained run (fold ensemble): predictions.csv and heatmaps."""
     with user_errors(debug):
-        from wsi_pipeline.batch import exit_code, print_summary
-        from wsi_pipeline.config import load_config
-        from wsi_pipeline.predict.config import PredictConfig
-        from wsi_pipeline.predict.run import SUMMARY_COLUMNS, run_prediction
+        from wsi_pipeline.predict.run import SUMMARY_COLUMNS, run_prediction  # heavy: torch
 
-        overrides = {
-            "features": features,
-            "slides": slides or None,
-            "patients": patients,
-            "fold": fold,
-            "patient_level": patient_level,
-            "allow_extractor_mismatch": allow_extractor_mismatch,
-            "heatmaps": heatmaps,
-            "tiles": tiles,
-            "slides_root": slides_root,
-            "top_k": top_k,
-            "score_method": score_method.value if score_method is not None else None,
-            "graph_max_tiles": graph_max_tiles,
-            "weights": weights,
-            "random_init": random_init,
-            "mpp": mpp,
-            "tile_workers": tile_workers,
-            "device": device,
-        }
-        cfg = load_config(PredictConfig, None, overrides)
+        cfg = resolved_settings(PredictConfig, None, {**locals(), "slides": slides or None}, show=False)
         result = run_prediction(cfg, run, out, console=console, debug=debug)
         print_summary(console, "wsi predict", result.outcomes, SUMMARY_COLUMNS)
         typer.echo(result.final_line())

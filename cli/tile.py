@@ -1,24 +1,31 @@
 """`wsi tile SLIDES... --out DIR`: slides to tile stores (`DIR/<slide_id>.zarr`) and QC images.
 
 Options are module-level constants so that the command's signature stays one line per option; each
-defaults to None ("not given", so a --config file can set it) and its help shows the real default.
+setting's option defaults to None ("not given", so a --config file can set it) and its help shows the
+default stated in `TileConfig` (`cli.common.setting_option`).
 """
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import typer
 
-from cli.common import DebugOption, PrintConfigOption, console, field_help, print_config, user_errors
-from wsi_pipeline.config import load_config
+from cli.common import (
+    ConfigOption,
+    DebugOption,
+    PrintConfigOption,
+    console,
+    resolved_settings,
+    setting_option,
+    user_errors,
+)
+from wsi_pipeline.backends import parse_backend
+from wsi_pipeline.batch import SlideOutcome, exit_code
 from wsi_pipeline.tiling.config import TileConfig
 
-if TYPE_CHECKING:
-    from wsi_pipeline.batch import SlideOutcome
 
-
-def _help(key: str) -> str:
-    return field_help(TileConfig, key)
+def _setting(key: str) -> Any:
+    return setting_option(TileConfig, key)
 
 
 SLIDES = typer.Argument(
@@ -30,11 +37,8 @@ SLIDES = typer.Argument(
     ),
 )
 OUT = typer.Option(..., "--out", "-o", help="Folder for <slide_id>.zarr stores and <slide_id>.qc.png.")
-CONFIG = typer.Option(
-    None, "--config", help="YAML file of settings (as --print-config prints them); options override it."
-)
-TILE_UM = typer.Option(None, "--tile-um", help=_help("tile_um"))
-TILE_PX = typer.Option(None, "--tile-px", help=_help("tile_px"))
+TILE_UM = _setting("tile_um")
+TILE_PX = _setting("tile_px")
 MPP = typer.Option(
     None,
     "--mpp",
@@ -47,40 +51,22 @@ MPP = typer.Option(
 MPP_OVERRIDE = typer.Option(
     False, "--mpp-override", help="Use --mpp even for slides whose files record a resolution."
 )
-TISSUE_METHOD = typer.Option(
-    None,
-    "--tissue-method",
-    help=_help("tissue_method"),
-)
-MIN_TISSUE = typer.Option(None, "--min-tissue", help=_help("min_tissue"))
-MAX_INK_FRACTION = typer.Option(
-    None,
-    "--max-ink-fraction",
-    help=_help("max_ink_fraction"),
-)
-WHITE_GRAY = typer.Option(None, "--white-gray", help=_help("white_gray"))
-MAX_WHITE_FRACTION = typer.Option(
-    None,
-    "--max-white-fraction",
-    help=_help("max_white_fraction"),
-)
-MIN_EDGE_FRACTION = typer.Option(
-    None,
-    "--min-edge-fraction",
-    help=_help("min_edge_fraction"),
-)
-MIN_FOCUS = typer.Option(
-    None,
-    "--min-focus",
-    help=_help("min_focus"),
-)
+TISSUE_METHOD = _setting("tissue_method")
+MIN_TISSUE = _setting("min_tissue")
+MAX_INK_FRACTION = _setting("max_ink_fraction")
+WHITE_GRAY = _setting("white_gray")
+MAX_WHITE_FRACTION = _setting("max_white_fraction")
+MIN_EDGE_FRACTION = _setting("min_edge_fraction")
+MIN_FOCUS = _setting("min_focus")
 WORKERS = typer.Option(
     None,
     "--workers",
+    "--threads",
     "-j",
     min=1,
     help=(
-        "CPU cores to use: slides run in parallel processes, spare cores read tiles in threads "
+        "CPU cores to use (--threads is the same option, as in every stage): slides run in parallel "
+        "processes, spare cores read tiles in threads "
         "\\[default: 1]. With --backend ray: the cores of the Ray started here \\[default: all]."
     ),
 )
@@ -103,7 +89,7 @@ OVERWRITE = typer.Option(False, "--overwrite", help="Re-tile slides whose comple
 def tile(
     slides: list[Path] = SLIDES,
     out: Path = OUT,
-    config: Path | None = CONFIG,
+    config: Path | None = ConfigOption,
     tile_um: float | None = TILE_UM,
     tile_px: int | None = TILE_PX,
     mpp: float | None = MPP,
@@ -128,45 +114,27 @@ def tile(
     tissue recall), OUT/<slide_id>.qc.png and OUT/tile_config.yaml. Complete stores are skipped on a
     re-run; a bad slide is reported and the others are tiled; the exit code is 1 if any slide failed.
     """
-    options = {
-        "tile_um": tile_um,
-        "tile_px": tile_px,
-        "mpp": mpp,
-        "mpp_override": mpp_override or None,
-        "tissue_method": tissue_method,
-        "min_tissue": min_tissue,
-        "max_ink_fraction": max_ink_fraction,
-        "white_gray": white_gray,
-        "max_white_fraction": max_white_fraction,
-        "min_edge_fraction": min_edge_fraction,
-        "min_focus": min_focus,
-    }
+    options = {**locals(), "mpp_override": mpp_override or None}
     with user_errors(debug):
-        if show_config:
-            print_config(load_config(TileConfig, config, options))
-        outcomes = _run(slides, out, config, options, workers, backend, address, overwrite, debug)
-    from wsi_pipeline.batch import exit_code
-
+        settings = resolved_settings(TileConfig, config, options, show_config)
+        outcomes = _run(slides, out, settings, workers, backend, address, overwrite, debug)
     raise typer.Exit(exit_code(outcomes))
 
 
 def _run(
     slides: list[Path],
     out: Path,
-    config: Path | None,
-    options: dict[str, object],
+    settings: TileConfig,
     workers: int | None,
     backend: str,
     address: str | None,
     overwrite: bool,
     debug: bool,
-) -> "list[SlideOutcome]":
-    """Settings, slides and the batch; prints each QC image's path (stdout) for slides that have one."""
-    from wsi_pipeline.backends import parse_backend
-    from wsi_pipeline.slides.discover import find_slides
-    from wsi_pipeline.tiling.runner import tile_slides
+) -> list[SlideOutcome]:
+    """Slides and the batch; prints each QC image's path (stdout) for slides that have one."""
+    from wsi_pipeline.slides.discover import find_slides  # heavy: numpy, PIL (the slide readers)
+    from wsi_pipeline.tiling.runner import tile_slides  # heavy: numpy, PIL (the tiling stack)
 
-    settings = load_config(TileConfig, config, options)
     run_on = parse_backend(backend, address, local_cpus=workers)
     outcomes = tile_slides(
         find_slides(slides),

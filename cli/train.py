@@ -5,30 +5,25 @@ from pathlib import Path
 import typer
 
 from cli.common import (
+    ConfigOption,
     DebugOption,
     PrintConfigOption,
     config_overrides,
     console,
     fail,
+    field_choices,
     field_help,
-    literal_choices,
     print_config,
     user_errors,
 )
-from wsi_pipeline.train.config import (
-    MODEL_DEFAULTS,
-    CacheMode,
-    FeatureNorm,
-    SelectOn,
-    TrainConfig,
-    resolve_train_config,
-)
+from wsi_pipeline.train.config import MODEL_DEFAULTS, TrainConfig, resolve_train_config
 
-# Choices of the config model's own Literal types (`wsi_pipeline/train/config.py`).
-FeatureNormChoice = literal_choices("FeatureNormChoice", FeatureNorm)
-SelectOnChoice = literal_choices("SelectOnChoice", SelectOn)
-CacheChoice = literal_choices("CacheChoice", CacheMode)
+# The default shown for settings that some models set their own way.
 PER_MODEL = "per model (`--model M --print-config` shows it)"
+# Choices of the config model's own Literal types (`wsi_pipeline/train/config.py`).
+FeatureNormChoice = field_choices(TrainConfig, "feature_norm")
+SelectOnChoice = field_choices(TrainConfig, "select_on")
+CacheChoice = field_choices(TrainConfig, "cache")
 
 
 def _help(key: str) -> str:
@@ -42,9 +37,7 @@ def train(
     labels: Path = typer.Option(None, "--labels", help=_help("labels")),
     out: Path = typer.Option(..., "--out", help="Run folder to create, e.g. runs/NAME."),
     model: str = typer.Option(None, "--model", help=_help("model")),
-    config: Path = typer.Option(
-        None, "--config", help="YAML file of settings (as --print-config prints them); options override it."
-    ),
+    config: Path = ConfigOption,
     epochs: int = typer.Option(None, "--epochs", min=1, help=_help("epochs")),
     lr: float = typer.Option(None, "--lr", help=_help("lr")),
     weight_decay: float = typer.Option(None, "--weight-decay", help=_help("weight_decay")),

@@ -26,29 +26,21 @@ TCGA_SLIDE = SLIDES_DIR / "tcga-cr-7395-01a-01-ts1.svs"
 LABELLED_TILES_DIR = DATA_DIR / "tiles"
 
 
-@pytest.fixture(scope="session")
-def slides_dir() -> Path:
-    return SLIDES_DIR
+def _data_path_fixture(name: str, path: Path) -> Callable[[], Path]:
+    """A session fixture called `name` that gives `path` (the module constant, for tests that take fixtures)."""
+
+    @pytest.fixture(scope="session", name=name)
+    def fixture() -> Path:
+        return path
+
+    return fixture
 
 
-@pytest.fixture(scope="session")
-def cmu_slide() -> Path:
-    return CMU_SLIDE
-
-
-@pytest.fixture(scope="session")
-def cmu_pyramid_slide() -> Path:
-    return CMU_PYRAMID_SLIDE
-
-
-@pytest.fixture(scope="session")
-def tcga_slide() -> Path:
-    return TCGA_SLIDE
-
-
-@pytest.fixture(scope="session")
-def labelled_tiles() -> Path:
-    return LABELLED_TILES_DIR
+slides_dir = _data_path_fixture("slides_dir", SLIDES_DIR)
+cmu_slide = _data_path_fixture("cmu_slide", CMU_SLIDE)
+cmu_pyramid_slide = _data_path_fixture("cmu_pyramid_slide", CMU_PYRAMID_SLIDE)
+tcga_slide = _data_path_fixture("tcga_slide", TCGA_SLIDE)
+labelled_tiles = _data_path_fixture("labelled_tiles", LABELLED_TILES_DIR)
 
 
 @pytest.fixture(scope="session")

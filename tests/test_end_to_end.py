@@ -8,15 +8,14 @@ the stages' files fit together, not what a random-init extractor can learn.
 import csv
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from cli.main import app
+from tests.threads import one_torch_thread  # noqa: F401 (autouse: one torch thread)
 from wsi_pipeline.stores.feature_bag import load_bag
 
 pytestmark = pytest.mark.slow
@@ -24,15 +23,6 @@ pytestmark = pytest.mark.slow
 DATA = Path(__file__).resolve().parent / "data" / "slides"
 SOURCES = {"cmu": DATA / "CMU-1-Small-Region.svs", "tcga": DATA / "tcga-cr-7395-01a-01-ts1.svs"}
 SPLITS = ["train", "val", "test"]
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core machine thread hand-offs slow these small batches down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _run(*args: str) -> str:
@@ -54,19 +44,8 @@ def test_slides_to_heatmaps(tmp_path: Path) -> None:
 
     # 112 px tiles: a quarter of the pixels to encode, the same code path.
     _run("tile", str(slides), "--out", str(tmp_path / "tiles"), "--mpp", "0.5", "--tile-px", "112")
-    _run(
-        "extract",
-        str(tmp_path / "tiles"),
-        "--out",
-        str(tmp_path / "features"),
-        "--random-init",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        "--batch-size",
-        "16",
-    )
+    cpu_options = ["--random-init", "--device", "cpu", "--workers", "0", "--batch-size", "16"]
+    _run("extract", str(tmp_path / "tiles"), "--out", str(tmp_path / "features"), *cpu_options)
     run = tmp_path / "runs" / "e2e"
     final = _run(
         "train",

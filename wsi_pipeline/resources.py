@@ -1,4 +1,4 @@
-"""Data files the library reads at run time: the YAML files in `configs/` and the demo's two real slides.
+"""Data files the library reads at run time: the YAML presets in `configs/` and the demo's two real slides.
 
 In a source checkout (and an editable install) they sit at the repository root, in `configs/` and
 `tests/data/slides/`. A wheel has no repository around it, so the build copies them into the package as
@@ -21,10 +21,10 @@ DEMO_SLIDES = (CMU_SLIDE, TCGA_SLIDE)
 
 
 def configs_dir() -> Path:
-    """The folder of YAML presets (`tcga_nsclc.yaml`) and stage settings files (`eval.yaml`, ...).
+    """The folder of YAML presets (`tcga_nsclc.yaml`, `extractor_spec.yaml`); stage defaults live in the
+    config models, not here.
 
-    Never raises: a missing folder means the code defaults apply, which the YAML files mirror anyway, so
-    callers check for the file they want (`default_config_file`).
+    Never raises: callers check for the file they want.
     """
     for candidate in (INSTALLED_DIR / "configs", SOURCE_ROOT / "configs"):
         if candidate.is_dir():

@@ -192,6 +192,23 @@ def project() -> Project:
 # Each takes the parsed Dockerfile (and .dockerignore rules where needed) and returns a list of problems.
 
 
+Check = Callable[[list[Instruction]], list[str]]
+DOCKERFILE_CHECKS: list[Check] = []
+# Broken variants of the real files, (check, regex, replacement): the check must report each of them.
+DOCKERFILE_MUTATIONS: list[tuple[Check, str, str]] = []
+
+
+def dockerfile_check(*mutations: tuple[str, str]) -> Callable[[Check], Check]:
+    """Registers a check of docker/Dockerfile with the broken variants (regex, replacement) it must report."""
+
+    def register(check: Check) -> Check:
+        DOCKERFILE_CHECKS.append(check)
+        DOCKERFILE_MUTATIONS.extend((check, pattern, replacement) for pattern, replacement in mutations)
+        return check
+
+    return register
+
+
 def _python_minor(image: str) -> str | None:
     match = re.fullmatch(
         r"(?:docker\.io/)?(?:library/)?python:(\d+\.\d+)[.\w-]*(?:@sha256:[0-9a-f]{64})?", image
@@ -199,6 +216,7 @@ def _python_minor(image: str) -> str | None:
     return match.group(1) if match else None
 
 
+@dockerfile_check((r"^FROM .*$", "FROM nvidia/cuda:12.6.3-runtime-ubuntu24.04"))
 def check_base_is_slim_python(df: list[Instruction]) -> list[str]:
     image = base_image(df)
     if _python_minor(image) is None or "slim" not in image:
@@ -206,6 +224,7 @@ def check_base_is_slim_python(df: list[Instruction]) -> list[str]:
     return []
 
 
+@dockerfile_check((r"^FROM python:\d+\.\d+", "FROM python:3.12"))
 def check_base_python_matches_python_version(df: list[Instruction]) -> list[str]:
     minor = _python_minor(base_image(df))
     wanted = ".".join(project().python_version.split(".")[:2])
@@ -214,6 +233,7 @@ def check_base_python_matches_python_version(df: list[Instruction]) -> list[str]
     return []
 
 
+@dockerfile_check((r"^FROM python:\d+\.\d+", "FROM python:3.10"))
 def check_base_python_satisfies_requires_python(df: list[Instruction]) -> list[str]:
     minor = _python_minor(base_image(df))
     problems = []
@@ -226,6 +246,7 @@ def check_base_python_satisfies_requires_python(df: list[Instruction]) -> list[s
     return problems
 
 
+@dockerfile_check((r"^COPY pyproject\.toml uv\.lock", "COPY pyproject.toml"))
 def check_lock_copied_before_first_sync(df: list[Instruction]) -> list[str]:
     syncs = uv_syncs(df)
     if not syncs:
@@ -239,6 +260,7 @@ def check_lock_copied_before_first_sync(df: list[Instruction]) -> list[str]:
     ]
 
 
+@dockerfile_check((r"uv sync --frozen", "uv sync"))
 def check_syncs_are_frozen(df: list[Instruction]) -> list[str]:
     syncs = uv_syncs(df)
     if not syncs:
@@ -250,22 +272,29 @@ def check_syncs_are_frozen(df: list[Instruction]) -> list[str]:
     ]
 
 
+def _syncs_without(df: list[Instruction], flag: str, consequence: str) -> list[str]:
+    """Every `uv sync` that lacks `flag`, with what that does to the image."""
+    return [
+        f"line {i.line}: `uv sync` without {flag} {consequence}"
+        for i, words in uv_syncs(df)
+        if flag not in words
+    ]
+
+
+@dockerfile_check((r"--no-dev", ""))
 def check_syncs_skip_dev_group(df: list[Instruction]) -> list[str]:
-    return [
-        f"line {i.line}: `uv sync` without --no-dev puts the dev tools (pytest, ruff) in the image"
-        for i, words in uv_syncs(df)
-        if "--no-dev" not in words
-    ]
+    return _syncs_without(df, "--no-dev", "puts the dev tools (pytest, ruff) in the image")
 
 
+@dockerfile_check((r"--all-extras", ""))
 def check_syncs_install_all_extras(df: list[Instruction]) -> list[str]:
-    return [
-        f"line {i.line}: `uv sync` without --all-extras leaves out [cluster] (Ray) from the image"
-        for i, words in uv_syncs(df)
-        if "--all-extras" not in words
-    ]
+    return _syncs_without(df, "--all-extras", "leaves out [cluster] (Ray) from the image")
 
 
+@dockerfile_check(
+    (r"--no-install-project", ""),
+    (r"^COPY pyproject\.toml", "COPY wsi_pipeline ./wsi_pipeline\nCOPY pyproject.toml"),
+)
 def check_dependencies_layer_before_code(df: list[Instruction]) -> list[str]:
     """Dependencies from the lock alone first, then the code, then the project: code edits keep the torch layer."""
     syncs = uv_syncs(df)
@@ -296,6 +325,7 @@ def check_dependencies_layer_before_code(df: list[Instruction]) -> list[str]:
     return problems
 
 
+@dockerfile_check((r"uv==[\w.]+", "uv"))
 def check_uv_pinned(df: list[Instruction]) -> list[str]:
     runs = " ".join(i.args for i in df if i.keyword == "RUN")
     copied_uv = [i for i in df if i.keyword == "COPY" and re.search(r"--from=\S*astral-sh/uv:\d", i.args)]
@@ -306,6 +336,7 @@ def check_uv_pinned(df: list[Instruction]) -> list[str]:
     ]
 
 
+@dockerfile_check((r"^USER .*$", "USER root"), (r"^USER .*$", "USER 0:0"), (r"^USER .*$", ""))
 def check_non_root_user_before_entrypoint(df: list[Instruction]) -> list[str]:
     stage = final_stage(df)
     entry = [i for i in stage if i.keyword == "ENTRYPOINT"]
@@ -318,23 +349,30 @@ def check_non_root_user_before_entrypoint(df: list[Instruction]) -> list[str]:
     return []
 
 
+def _entrypoint(df: list[Instruction]) -> Instruction | None:
+    """The final stage's last ENTRYPOINT (the one the image runs)."""
+    entries = [i for i in final_stage(df) if i.keyword == "ENTRYPOINT"]
+    return entries[-1] if entries else None
+
+
+@dockerfile_check((r"^ENTRYPOINT .*$", "ENTRYPOINT wsi"))
 def check_entrypoint_is_wsi_exec_form(df: list[Instruction]) -> list[str]:
-    entry = [i for i in final_stage(df) if i.keyword == "ENTRYPOINT"]
-    if not entry:
+    entry = _entrypoint(df)
+    if entry is None:
         return ["no ENTRYPOINT"]
-    args = entry[-1].args
-    if not args.startswith("["):
-        return [f"line {entry[-1].line}: ENTRYPOINT {args} is shell form; signals would not reach wsi"]
-    if json.loads(args) != ["wsi"]:
-        return [f'line {entry[-1].line}: ENTRYPOINT is {args}, expected ["wsi"]']
+    if not entry.args.startswith("["):
+        return [f"line {entry.line}: ENTRYPOINT {entry.args} is shell form; signals would not reach wsi"]
+    if json.loads(entry.args) != ["wsi"]:
+        return [f'line {entry.line}: ENTRYPOINT is {entry.args}, expected ["wsi"]']
     return []
 
 
+@dockerfile_check((r"^ENTRYPOINT .*$", 'ENTRYPOINT ["wsi-pipeline"]'))
 def check_entrypoint_is_project_script(df: list[Instruction]) -> list[str]:
-    entry = [i for i in final_stage(df) if i.keyword == "ENTRYPOINT"]
-    if not entry:
+    entry = _entrypoint(df)
+    if entry is None:
         return ["no ENTRYPOINT"]
-    _, words = split_flags(entry[-1].args)
+    _, words = split_flags(entry.args)
     if words[0] not in project().scripts:
         return [
             f"ENTRYPOINT runs {words[0]!r}, which is not a [project.scripts] entry {sorted(project().scripts)}"
@@ -342,6 +380,7 @@ def check_entrypoint_is_project_script(df: list[Instruction]) -> list[str]:
     return []
 
 
+@dockerfile_check((r"chown \S+ /data", "chown root /data"), (r"^WORKDIR /data$", "WORKDIR /tmp"))
 def check_data_workdir_owned_by_user(df: list[Instruction]) -> list[str]:
     stage = final_stage(df)
     workdirs = [i.args for i in stage if i.keyword == "WORKDIR"]
@@ -356,6 +395,7 @@ def check_data_workdir_owned_by_user(df: list[Instruction]) -> list[str]:
     return problems
 
 
+@dockerfile_check((r'image\.version="[^"]*"', 'image.version="0.0.0-not-the-project"'))
 def check_version_label(df: list[Instruction]) -> list[str]:
     labels = " ".join(i.args for i in df if i.keyword == "LABEL")
     match = re.search(r'org\.opencontainers\.image\.version="?([^"\s]+)"?', labels)
@@ -366,6 +406,7 @@ def check_version_label(df: list[Instruction]) -> list[str]:
     return []
 
 
+@dockerfile_check((r"^COPY cli ", "COPY client "))
 def check_copy_sources_exist(df: list[Instruction]) -> list[str]:
     return [
         f"line {i.line}: COPY source {s} does not exist in the repository"
@@ -428,27 +469,8 @@ def _ignore_rules() -> list[tuple[bool, re.Pattern[str]]]:
     return parse_dockerignore(DOCKERIGNORE.read_text())
 
 
-DOCKERFILE_CHECKS: list[Callable[[list[Instruction]], list[str]]] = [
-    check_base_is_slim_python,
-    check_base_python_matches_python_version,
-    check_base_python_satisfies_requires_python,
-    check_lock_copied_before_first_sync,
-    check_syncs_are_frozen,
-    check_syncs_skip_dev_group,
-    check_syncs_install_all_extras,
-    check_dependencies_layer_before_code,
-    check_uv_pinned,
-    check_non_root_user_before_entrypoint,
-    check_entrypoint_is_wsi_exec_form,
-    check_entrypoint_is_project_script,
-    check_data_workdir_owned_by_user,
-    check_version_label,
-    check_copy_sources_exist,
-]
-
-
 @pytest.mark.parametrize("check", DOCKERFILE_CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
-def test_dockerfile(check: Callable[[list[Instruction]], list[str]]) -> None:
+def test_dockerfile(check: Check) -> None:
     assert check(_dockerfile()) == []
 
 
@@ -460,34 +482,6 @@ def test_dockerignore_excludes_local_state() -> None:
     assert check_dockerignore_excludes_local_state(_ignore_rules()) == []
 
 
-# Broken variants of the real files: every check above must report each of them.
-DOCKERFILE_MUTATIONS = [
-    (check_base_is_slim_python, r"^FROM .*$", "FROM nvidia/cuda:12.6.3-runtime-ubuntu24.04"),
-    (check_base_python_matches_python_version, r"^FROM python:\d+\.\d+", "FROM python:3.12"),
-    (check_base_python_satisfies_requires_python, r"^FROM python:\d+\.\d+", "FROM python:3.10"),
-    (check_lock_copied_before_first_sync, r"^COPY pyproject\.toml uv\.lock", "COPY pyproject.toml"),
-    (check_syncs_are_frozen, r"uv sync --frozen", "uv sync"),
-    (check_syncs_skip_dev_group, r"--no-dev", ""),
-    (check_syncs_install_all_extras, r"--all-extras", ""),
-    (check_dependencies_layer_before_code, r"--no-install-project", ""),
-    (
-        check_dependencies_layer_before_code,
-        r"^COPY pyproject\.toml",
-        "COPY wsi_pipeline ./wsi_pipeline\nCOPY pyproject.toml",
-    ),
-    (check_uv_pinned, r"uv==[\w.]+", "uv"),
-    (check_non_root_user_before_entrypoint, r"^USER .*$", "USER root"),
-    (check_non_root_user_before_entrypoint, r"^USER .*$", "USER 0:0"),
-    (check_non_root_user_before_entrypoint, r"^USER .*$", ""),
-    (check_entrypoint_is_wsi_exec_form, r"^ENTRYPOINT .*$", "ENTRYPOINT wsi"),
-    (check_entrypoint_is_project_script, r"^ENTRYPOINT .*$", 'ENTRYPOINT ["wsi-pipeline"]'),
-    (check_data_workdir_owned_by_user, r"chown \S+ /data", "chown root /data"),
-    (check_data_workdir_owned_by_user, r"^WORKDIR /data$", "WORKDIR /tmp"),
-    (check_version_label, r'image\.version="[^"]*"', 'image.version="0.0.0-not-the-project"'),
-    (check_copy_sources_exist, r"^COPY cli ", "COPY client "),
-]
-
-
 @pytest.mark.parametrize(
     ("check", "pattern", "replacement"),
     [
@@ -495,9 +489,7 @@ DOCKERFILE_MUTATIONS = [
         for n, m in enumerate(DOCKERFILE_MUTATIONS)
     ],
 )
-def test_check_reports_broken_dockerfile(
-    check: Callable[[list[Instruction]], list[str]], pattern: str, replacement: str
-) -> None:
+def test_check_reports_broken_dockerfile(check: Check, pattern: str, replacement: str) -> None:
     broken, count = re.subn(pattern, replacement, DOCKERFILE.read_text(), flags=re.MULTILINE)
     assert count, f"mutation {pattern!r} no longer applies to docker/Dockerfile: update it"
     assert check(parse_dockerfile(broken)) != []

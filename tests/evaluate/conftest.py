@@ -1,29 +1,10 @@
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import torch
 
+from tests.threads import one_torch_thread, single_thread  # noqa: F401 (autouse: one torch thread)
 from tests.train.helpers import quick_config, small_cohort
 from wsi_pipeline.train import run_training
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core machine, thread hand-offs make small steps 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="session")

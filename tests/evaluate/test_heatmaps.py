@@ -114,10 +114,8 @@ def test_the_slide_is_found_under_slides_root() -> None:
 
 def test_the_strip_reads_the_k_best_tiles_best_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Which tiles the strip shows: the regions read from the slide, recorded, are the top-k by score."""
-    import wsi_pipeline.slides as slides_module
-
     read_at: list[tuple[int, int]] = []
-    open_slide = slides_module.open_slide
+    open_slide = hm.open_slide
 
     def recording_open_slide(path: Path):
         context = open_slide(path)
@@ -131,7 +129,7 @@ def test_the_strip_reads_the_k_best_tiles_best_first(tmp_path: Path, monkeypatch
         monkeypatch.setattr(reader, "read_region", read_region)
         return _Entered(context, reader)
 
-    monkeypatch.setattr(slides_module, "open_slide", recording_open_slide)
+    monkeypatch.setattr(hm, "open_slide", recording_open_slide)  # the reader the strip opens slides with
     coords = np.array([[0, 0], [512, 512], [1024, 1024], [1536, 512]])
     png = tmp_path / "strip.png"
     scores = np.array([0.1, 0.9, 0.5, 0.7])

@@ -30,39 +30,51 @@ def make_store(tiles_dir: Path, slide: Path, coords: np.ndarray, *, level0_tile:
         level = 0 if level0_tile else reader.best_level_for_downsample(tile_px_level0 / TILE_PX)
         read_downsample = reader.level_downsamples[level]
         thumbnail = reader.thumbnail(64)
+    geometry = {"tile_px_level0": tile_px_level0, "read_level": level, "read_downsample": read_downsample}
+    return write_kept_store(
+        tiles_dir, slide, coords, mpp, thumbnail, slide_id=slide_id_for(slide), **geometry
+    )
+
+
+def write_kept_store(
+    tiles_dir: Path,
+    slide: Path,
+    coords: np.ndarray,
+    mpp: float,
+    thumbnail: np.ndarray,
+    *,
+    slide_id: str,
+    tissue_method: str = "test",
+    **geometry: float,
+) -> Path:
+    """A store keeping every one of `coords` (no filter ran) with the given geometry (`tile_px_level0`,
+    `read_level`, `read_downsample`; `tile_um` / `tile_px` default to TILE_UM / TILE_PX): what `wsi extract`
+    reads, without running `wsi tile`. Also used by benchmarks/bench_extract.py."""
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
-    n = len(coords)
-    stat = slide.stat()
+    n, stat = len(coords), slide.stat()
     meta = TileStoreMeta(
-        slide_id=slide_id_for(slide),
+        **{"tile_um": TILE_UM, "tile_px": TILE_PX, **geometry},
+        slide_id=slide_id,
         slide_path=str(slide),
         slide_bytes=stat.st_size,
         slide_mtime=stat.st_mtime,
         mpp_level0=mpp,
         mpp_source="metadata",
-        tile_px=TILE_PX,
-        tile_um=TILE_UM,
-        tile_px_level0=tile_px_level0,
-        read_level=level,
-        read_downsample=read_downsample,
         thumbnail_downsample=1.0,
-        tissue_method="test",
+        tissue_method=tissue_method,
         thresholds={},
         n_candidates=n,
         n_kept=n,
-        rejected={"tissue": 0},
+        rejected={},
         wsi_version=__version__,
     )
     path = store_path(tiles_dir, meta.slide_id)
+    ones = np.ones(n, np.float32)
+    mask = np.ones(thumbnail.shape[:2], bool)
     write_tile_store(
         path,
         TileStore(
-            coords=coords,
-            tissue_fraction=np.ones(n, np.float32),
-            blur_score=np.ones(n, np.float32),
-            thumbnail=thumbnail,
-            tissue_mask=np.ones(thumbnail.shape[:2], bool),
-            meta=meta,
+            coords, tissue_fraction=ones, blur_score=ones, thumbnail=thumbnail, tissue_mask=mask, meta=meta
         ),
     )
     return path

@@ -2,7 +2,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 from typer.testing import CliRunner
 
 from tests.extract.cli_app import app
@@ -10,11 +9,6 @@ from wsi_pipeline.config import load_config
 from wsi_pipeline.extract.config import ExtractConfig
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG_YAML = REPO / "configs" / "extract.yaml"
-
-
-def test_yaml_defaults_equal_code_defaults() -> None:
-    assert yaml.safe_load(CONFIG_YAML.read_text()) == ExtractConfig().model_dump(mode="json")
 
 
 def test_options_override_the_file(tmp_path: Path) -> None:

@@ -33,6 +33,22 @@ def _run(tmp_path: Path, weights: Path, **options: object) -> list:
     return extract_stores(tmp_path / "tiles", tmp_path / "features", config, Console(stderr=True, width=200))
 
 
+def _cli_args(tmp_path: Path, weights: Path, batch_size: int) -> list[str]:
+    """`wsi extract` arguments: tmp_path/tiles -> tmp_path/features, in-process tile reads."""
+    features = tmp_path / "features"
+    return [
+        str(tmp_path / "tiles"),
+        "--out",
+        str(features),
+        "--weights",
+        str(weights),
+        "--batch-size",
+        str(batch_size),
+        "--workers",
+        "0",
+    ]
+
+
 def _by_slide(outcomes: list) -> dict:
     return {o.slide_id: o for o in outcomes}
 
@@ -135,17 +151,7 @@ def test_moved_slide_found_with_slides_root(tmp_path: Path, retccl_weights: Path
     archive.mkdir(parents=True)
     shutil.move(moving, archive / moving.name)
 
-    args = [
-        str(tmp_path / "tiles"),
-        "--out",
-        str(tmp_path / "features"),
-        "--weights",
-        str(retccl_weights),
-        "--batch-size",
-        "2",
-        "--workers",
-        "0",
-    ]
+    args = _cli_args(tmp_path, retccl_weights, batch_size=2)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
     assert (tmp_path / "features" / f"{CMU_PYRAMID.stem}.h5").is_file()  # the other slide is done
@@ -226,15 +232,7 @@ def test_killed_run_leaves_only_complete_bags(tmp_path: Path, retccl_weights: Pa
         sys.executable,
         "-c",
         "import typer; from cli.extract import extract; typer.run(extract)",
-        str(tmp_path / "tiles"),
-        "--out",
-        str(tmp_path / "features"),
-        "--weights",
-        str(retccl_weights),
-        "--batch-size",
-        "1",
-        "--workers",
-        "0",
+        *_cli_args(tmp_path, retccl_weights, batch_size=1),
     ]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -6,6 +6,7 @@ the layer output (n, dim) and the attention matrices (H, n, n) whose row 0 the t
 """
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -32,59 +33,69 @@ def standardize(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     return (x - mean) / torch.sqrt(var + eps) * weight + bias
 
 
+HeadRule = Callable[[int, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def _per_head(attn: MultiHeadAttention, x: Tensor, rule: HeadRule) -> tuple[Tensor, Tensor]:
+    """`rule(h, q, k, v) -> (attention matrix, head output)` on each head, then the output projection."""
+    qs, ks, vs = _heads(attn, x)
+    results = [rule(h, q, k, v) for h, (q, k, v) in enumerate(zip(qs, ks, vs, strict=True))]
+    return _out(attn, [out for _, out in results]), torch.stack([mat for mat, _ in results])
+
+
+def _normed(attn, h: int, q: Tensor, k: Tensor, v: Tensor) -> list[Tensor]:
+    """Q, K, V of head `h`, each standardized over the tokens with its own affine parameters."""
+    norms = (attn.norm_q, attn.norm_k, attn.norm_v)
+    return [
+        standardize(t, nm.weight[h, 0], nm.bias[h, 0], nm.eps) for t, nm in zip((q, k, v), norms, strict=True)
+    ]
+
+
+def _softmax_rows(q: Tensor, k: Tensor) -> Tensor:
+    a = torch.exp(q @ k.T / math.sqrt(q.shape[1]))
+    return a / a.sum(dim=1, keepdim=True)
+
+
 def softmax_free(attn, x: Tensor) -> tuple[Tensor, Tensor]:
     """(Q^ K^T^) V^ / n with sequence-normalized Q, K, V (Khader et al.)."""
-    qs, ks, vs = _heads(attn, x)
-    n = x.shape[0]
-    outs, mats = [], []
-    for h, (q, k, v) in enumerate(zip(qs, ks, vs, strict=True)):
-        qn = standardize(q, attn.norm_q.weight[h, 0], attn.norm_q.bias[h, 0], attn.norm_q.eps)
-        kn = standardize(k, attn.norm_k.weight[h, 0], attn.norm_k.bias[h, 0], attn.norm_k.eps)
-        vn = standardize(v, attn.norm_v.weight[h, 0], attn.norm_v.bias[h, 0], attn.norm_v.eps)
-        a = (qn @ kn.T) / n
-        mats.append(a)
-        outs.append(a @ vn)
-    return _out(attn, outs), torch.stack(mats)
+
+    def rule(h: int, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        qn, kn, vn = _normed(attn, h, q, k, v)
+        a = (qn @ kn.T) / x.shape[0]
+        return a, a @ vn
+
+    return _per_head(attn, x, rule)
 
 
 def softmax(attn, x: Tensor) -> tuple[Tensor, Tensor]:
-    qs, ks, vs = _heads(attn, x)
-    outs, mats = [], []
-    for q, k, v in zip(qs, ks, vs, strict=True):
-        a = torch.exp(q @ k.T / math.sqrt(q.shape[1]))
-        a = a / a.sum(dim=1, keepdim=True)
-        mats.append(a)
-        outs.append(a @ v)
-    return _out(attn, outs), torch.stack(mats)
+    def rule(h: int, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        a = _softmax_rows(q, k)
+        return a, a @ v
+
+    return _per_head(attn, x, rule)
 
 
 def sima(attn, x: Tensor) -> tuple[Tensor, Tensor]:
-    qs, ks, vs = _heads(attn, x)
-    outs, mats = [], []
-    for q, k, v in zip(qs, ks, vs, strict=True):
+    def rule(h: int, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         a = (q / q.abs().sum(0)) @ (k / k.abs().sum(0)).T
-        mats.append(a)
-        outs.append(a @ v)
-    return _out(attn, outs), torch.stack(mats)
+        return a, a @ v
+
+    return _per_head(attn, x, rule)
 
 
 def softmax_free_class_readout(attn, x: Tensor) -> tuple[Tensor, Tensor]:
     """Rows 1.. from softmax-free attention; row 0 (class token) a softmax over raw q0 . k_j, raw values."""
-    qs, ks, vs = _heads(attn, x)
     n = x.shape[0]
-    outs, mats = [], []
-    for h, (q, k, v) in enumerate(zip(qs, ks, vs, strict=True)):
-        qn = standardize(q, attn.norm_q.weight[h, 0], attn.norm_q.bias[h, 0], attn.norm_q.eps)
-        kn = standardize(k, attn.norm_k.weight[h, 0], attn.norm_k.bias[h, 0], attn.norm_k.eps)
-        vn = standardize(v, attn.norm_v.weight[h, 0], attn.norm_v.bias[h, 0], attn.norm_v.eps)
+
+    def rule(h: int, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        qn, kn, vn = _normed(attn, h, q, k, v)
         tiles = (qn[1:] @ kn.T / n) @ vn
-        row = torch.exp(q[0] @ k.T / math.sqrt(q.shape[1]))
-        row = row / row.sum()
+        row = _softmax_rows(q[:1], k)[0]
         mat = torch.zeros(n, n, dtype=x.dtype)
         mat[0] = row
-        mats.append(mat)
-        outs.append(torch.cat([(row @ v)[None], tiles]))
-    return _out(attn, outs), torch.stack(mats)
+        return mat, torch.cat([(row @ v)[None], tiles])
+
+    return _per_head(attn, x, rule)
 
 
 # The attention rule of every block but the last, per model.

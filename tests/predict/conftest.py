@@ -5,16 +5,15 @@ extractor-identity checks have something to compare. The planted truth of the ne
 never written next to them: `wsi predict` sees no labels.
 """
 
-import csv
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from tests.bags import MPP_LEVEL0, TILE_PX_LEVEL0, grid_coords, planted_blob, signal_direction
+from tests.threads import one_torch_thread, single_thread  # noqa: F401 (autouse: one torch thread)
+from tests.train.helpers import write_table
 from wsi_pipeline.stores.feature_bag import write_bag
 from wsi_pipeline.train import TrainConfig, run_training
 
@@ -75,48 +74,45 @@ def new_bags(folder: Path, n: int, seed: int) -> list[NewBag]:
     return bags
 
 
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core machine, thread hand-offs make small steps 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+def planted_run(
+    root: Path,
+    n_bags: int,
+    epochs: int,
+    folds: int = 1,
+    embed_dim: int = 32,
+    dim: int = DIM,
+    **bag_changes: object,
+) -> Path:
+    """An abmil run trained on `n_bags` labelled planted `dim`-d bags written into `root` (features and labels
+    beside the run); `bag_changes` go into every bag's attributes (`write_planted_bag`)."""
+    rng = np.random.default_rng(0)
+    (root / "features").mkdir()
+    rows = []
+    for i in range(n_bags):
+        slide_id = f"TRAIN-{i:03d}"
+        write_planted_bag(root / "features", slide_id, bool(i % 2), rng, dim, **bag_changes)
+        rows.append([slide_id, CLASSES[i % 2]])
+    write_table(root / "labels.csv", ["slide_id", "label"], rows)
+    cfg = TrainConfig(
+        features=root / "features",
+        labels=root / "labels.csv",
+        model="abmil",
+        model_overrides={"embed_dim": embed_dim, "attention_dim": embed_dim // 2},
+        epochs=epochs,
+        lr=1e-3,
+        warmup_epochs=0.5,
+        folds=folds,
+        device="cpu",
+    )
+    with single_thread():
+        run_training(cfg, root / "run")
+    return root / "run"
 
 
 @pytest.fixture(scope="session")
 def kfold_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-fold abmil run on 30 labelled 64-d bags (features and labels beside it)."""
-    root = tmp_path_factory.mktemp("predict_run")
-    rng = np.random.default_rng(0)
-    (root / "features").mkdir()
-    with open(root / "labels.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["slide_id", "label"])
-        for i in range(30):
-            slide_id = f"TRAIN-{i:03d}"
-            write_planted_bag(root / "features", slide_id, bool(i % 2), rng)
-            writer.writerow([slide_id, CLASSES[i % 2]])
-    cfg = TrainConfig(
-        features=root / "features",
-        labels=root / "labels.csv",
-        model="abmil",
-        model_overrides={"embed_dim": 32, "attention_dim": 16},
-        epochs=4,
-        lr=1e-3,
-        warmup_epochs=0.5,
-        folds=3,
-        device="cpu",
-    )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_training(cfg, root / "run")
-    finally:
-        torch.set_num_threads(threads)
-    return root / "run"
+    return planted_run(tmp_path_factory.mktemp("predict_run"), 30, epochs=4, folds=3)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ from sklearn.metrics import roc_auc_score
 
 from tests.predict.conftest import CLASSES, DIM, NewBag, write_planted_bag
 from wsi_pipeline.errors import WsiError
+from wsi_pipeline.inference.ensemble import fold_probabilities
+from wsi_pipeline.inference.faithfulness import deletion_test
 from wsi_pipeline.inference.fold_models import load_fold_models
 from wsi_pipeline.predict.config import PredictConfig
 from wsi_pipeline.predict.run import run_prediction
@@ -111,6 +113,29 @@ def test_heatmap_is_the_mean_of_the_folds_scores_for_the_predicted_class(heatmap
     assert not np.allclose(scores, per_fold[0], atol=1e-6)
     summary = json.loads((out / "predict_summary.json").read_text())
     assert summary["folds"] == [0, 1, 2] and "mean of the folds' tile scores" in summary["heatmap_scores"]
+
+
+def test_every_map_reports_its_deletion_test(heatmapped, kfold_run) -> None:
+    """The drops in predictions.csv are those of the map drawn (its own scores), for the ensemble's class."""
+    bags, out = heatmapped
+    models = load_fold_models(read_run_info(kfold_run), torch.device("cpu"))
+
+    def ensemble_probs(x: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(fold_probabilities(models, x, amp=True).mean(axis=0))
+
+    rows = read_rows(out / "predictions.csv")
+    for row in rows:
+        drawn = json.loads((out / "heatmaps" / f"{row['slide_id']}.geojson").read_text())
+        scores = torch.tensor([f["properties"]["score"] for f in drawn["features"]])
+        x = torch.from_numpy(load_bag(bags / f"{row['slide_id']}.h5").features).unsqueeze(0)
+        expected = deletion_test(ensemble_probs, x, scores)
+        assert expected.predicted == CLASSES.index(row["predicted"])
+        assert float(row["deletion_drop_top10"]) == pytest.approx(expected.top_drop, abs=1e-5)
+        assert float(row["deletion_drop_random10"]) == pytest.approx(expected.random_drop, abs=1e-5)
+    reported = json.loads((out / "predict_summary.json").read_text())["heatmap_faithfulness"]
+    assert reported["n_slides"] == len(rows)
+    mean_top = np.mean([float(r["deletion_drop_top10"]) for r in rows])
+    assert reported["mean_drop_top"] == pytest.approx(mean_top, abs=1e-5)
 
 
 def test_one_fold(kfold_run: Path, unlabelled, tmp_path: Path) -> None:

@@ -8,19 +8,16 @@ and focus filters keep tiles; 112 px tiles keep the CPU extraction short).
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.conftest import CMU_SLIDE
-from tests.predict.conftest import write_planted_bag
-from tests.train.helpers import write_table
+from tests.predict.conftest import planted_run
 from wsi_pipeline.errors import WsiError
 from wsi_pipeline.predict.config import PredictConfig
 from wsi_pipeline.predict.run import run_prediction
 from wsi_pipeline.predict.slides import tile_config_of
 from wsi_pipeline.stores.feature_bag import read_bag_attrs
 from wsi_pipeline.stores.run_folder import read_extractor_identity
-from wsi_pipeline.train import TrainConfig, run_training
 
 pytestmark = pytest.mark.slow  # tiles and extracts a real slide with a ResNet-50
 
@@ -33,33 +30,17 @@ def retccl_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     fingerprint = build_extractor("retccl", None, random_init=True).weights_sha256
     root = tmp_path_factory.mktemp("retccl_run")
-    (root / "features").mkdir()
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(16):
-        write_planted_bag(
-            root / "features",
-            f"S{i:02d}",
-            bool(i % 2),
-            rng,
-            dim=2048,
-            extractor="retccl",
-            weights_sha256=fingerprint,
-            tile_um=TILE_UM,
-            tile_px=TILE_PX,
-        )
-        rows.append([f"S{i:02d}", ("negative", "positive")[i % 2]])
-    write_table(root / "labels.csv", ["slide_id", "label"], rows)
-    cfg = TrainConfig(
-        features=root / "features",
-        labels=root / "labels.csv",
-        model="abmil",
-        model_overrides={"embed_dim": 16, "attention_dim": 8},
+    return planted_run(
+        root,
+        16,
         epochs=1,
-        device="cpu",
+        embed_dim=16,
+        dim=2048,
+        extractor="retccl",
+        weights_sha256=fingerprint,
+        tile_um=TILE_UM,
+        tile_px=TILE_PX,
     )
-    run_training(cfg, root / "run")
-    return root / "run"
 
 
 def test_slides_are_tiled_extracted_and_predicted_as_the_run_was(retccl_run: Path, tmp_path: Path) -> None:

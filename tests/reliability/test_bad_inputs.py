@@ -129,32 +129,35 @@ def _tile(scene: Scene, *slides: Path, extra: tuple[str, ...] = ()) -> tuple[lis
 # ------------------------------------------------------------------------------------------- wsi tile
 
 
-@case("zero-byte slide")
-def _(scene: Scene) -> Case:
-    slide = scene.file("slides/empty.svs", b"")
-    args, tiles = _tile(scene, slide)
-    return Case(args, "empty.svs", r"empty file|0 bytes", [tiles])
+def _bad_slide_file(
+    name: str, content: bytes | str | Callable[[], bytes], problem: str
+) -> Callable[[Scene], Case]:
+    """A case: `wsi tile` on one slide file `name` holding `content`; the error names it and `problem`."""
+
+    def build(scene: Scene) -> Case:
+        slide = scene.file(f"slides/{name}", content() if callable(content) else content)
+        args, tiles = _tile(scene, slide)
+        return Case(args, name, problem, [tiles])
+
+    return build
 
 
-@case("truncated svs")
-def _(scene: Scene) -> Case:
-    slide = scene.file("slides/truncated.svs", CMU.read_bytes()[: CMU.stat().st_size // 3])
-    args, tiles = _tile(scene, slide)
-    return Case(args, "truncated.svs", r"not a readable slide|truncated|corrupt", [tiles])
+def _truncated_cmu() -> bytes:
+    return CMU.read_bytes()[: CMU.stat().st_size // 3]
 
 
-@case("text file named .svs")
-def _(scene: Scene) -> Case:
-    slide = scene.file("slides/notes.svs", "patient notes, not a slide\n" * 20)
-    args, tiles = _tile(scene, slide)
-    return Case(args, "notes.svs", r"not a readable slide", [tiles])
-
-
-@case("unsupported extension")
-def _(scene: Scene) -> Case:
-    slide = scene.file("slides/scan.docx", b"PK\x03\x04 a word document")
-    args, tiles = _tile(scene, slide)
-    return Case(args, "scan.docx", r"not a readable slide|not a supported", [tiles])
+for _title, _name, _content, _problem in [
+    ("zero-byte slide", "empty.svs", b"", r"empty file|0 bytes"),
+    ("truncated svs", "truncated.svs", _truncated_cmu, r"not a readable slide|truncated|corrupt"),
+    ("text file named .svs", "notes.svs", "patient notes, not a slide\n" * 20, r"not a readable slide"),
+    (
+        "unsupported extension",
+        "scan.docx",
+        b"PK\x03\x04 a word document",
+        r"not a readable slide|not a supported",
+    ),
+]:
+    case(_title)(_bad_slide_file(_name, _content, _problem))
 
 
 @case("slide without mpp and no --mpp")
@@ -425,20 +428,24 @@ def _(scene: Scene) -> Case:
     return _named(scene.train(features, labels), "labels.csv", r"empty labels file")
 
 
-@case("training config with an unknown key")
-def _(scene: Scene) -> Case:
-    features, labels, rows = scene.cohort()
-    _write_rows(labels, rows)
-    config = scene.file("train.yaml", "model: abmil\nlearning_rate: 0.1\n")
-    return _named(scene.train(features, labels, config=config), "train.yaml", r"unknown key 'learning_rate'")
+def _bad_train_config(text: str, problem: str) -> Callable[[Scene], Case]:
+    """A case: `wsi train --config train.yaml` holding `text`; the error names the file and `problem`."""
+
+    def build(scene: Scene) -> Case:
+        features, labels, rows = scene.cohort()
+        _write_rows(labels, rows)
+        config = scene.file("train.yaml", text)
+        return _named(scene.train(features, labels, config=config), "train.yaml", problem)
+
+    return build
 
 
-@case("training config with a wrong type")
-def _(scene: Scene) -> Case:
-    features, labels, rows = scene.cohort()
-    _write_rows(labels, rows)
-    config = scene.file("train.yaml", "model: abmil\nepochs: many\n")
-    return _named(scene.train(features, labels, config=config), "train.yaml", r"epochs: .*integer")
+case("training config with an unknown key")(
+    _bad_train_config("model: abmil\nlearning_rate: 0.1\n", r"unknown key 'learning_rate'")
+)
+case("training config with a wrong type")(
+    _bad_train_config("model: abmil\nepochs: many\n", r"epochs: .*integer")
+)
 
 
 # ------------------------------------------------------------------------------------------- wsi eval

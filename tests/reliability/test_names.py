@@ -58,13 +58,7 @@ def test_unusual_names_go_through_every_stage(tmp_path: Path) -> None:
             str(tiles),
             "--out",
             str(features),
-            "--random-init",
-            "--device",
-            "cpu",
-            "--workers",
-            "0",
-            "--batch-size",
-            "8",
+            *["--random-init", "--device", "cpu", "--workers", "0", "--batch-size", "8"],
         ]
     )
     from wsi_pipeline.stores.feature_bag import load_bag

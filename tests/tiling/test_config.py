@@ -1,19 +1,12 @@
-"""TileConfig: defaults equal configs/tile.yaml; files and options are validated with one-line errors."""
+"""TileConfig: the documented defaults; files and options are validated with one-line errors."""
 
 from pathlib import Path
 
 import pytest
-import yaml
 
 from wsi_pipeline.config import load_config
 from wsi_pipeline.errors import ConfigError
 from wsi_pipeline.tiling.config import TileConfig
-
-CONFIG_FILE = Path(__file__).parents[2] / "configs" / "tile.yaml"
-
-
-def test_defaults_equal_configs_tile_yaml() -> None:
-    assert yaml.safe_load(CONFIG_FILE.read_text()) == TileConfig().model_dump(mode="json")
 
 
 def test_defaults_are_the_documented_values() -> None:

@@ -32,10 +32,11 @@ def pipeline_tile(path: Path, tile_px: int = DEFAULTS.tile_px) -> np.ndarray:
     return np.asarray(resize_tile(image.crop((0, 0, side, side)), tile_px))
 
 
-def judge(rgb: np.ndarray):
+def judge(rgb: np.ndarray, tile_mpp: float = TILE_MPP):
+    """The pipeline's verdict on a tile at the default thresholds."""
     return judge_tile(
         rgb,
-        tile_mpp=TILE_MPP,
+        tile_mpp=tile_mpp,
         white_gray=DEFAULTS.white_gray,
         max_white_fraction=DEFAULTS.max_white_fraction,
         min_edge_fraction=DEFAULTS.min_edge_fraction,
@@ -114,15 +115,7 @@ def test_sharp_tissue_at_a_coarse_tile_scale_is_kept(labelled_tiles: Path, name:
     coarse_mpp = DEFAULTS.tile_um / coarse_px
     rgb = pipeline_tile(labelled_tiles / name, coarse_px)
     assert focus_score(to_gray(rgb), coarse_mpp) < DEFAULTS.min_focus  # what the gate guards against
-    verdict = judge_tile(
-        rgb,
-        tile_mpp=coarse_mpp,
-        white_gray=DEFAULTS.white_gray,
-        max_white_fraction=DEFAULTS.max_white_fraction,
-        min_edge_fraction=DEFAULTS.min_edge_fraction,
-        min_focus=DEFAULTS.min_focus,
-    )
-    assert verdict.reason is None
+    assert judge(rgb, coarse_mpp).reason is None
 
 
 def test_white_rule_is_a_share_of_pixels_at_or_above_white_gray() -> None:

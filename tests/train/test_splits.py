@@ -55,20 +55,19 @@ def test_kfold_tests_every_patient_exactly_once(tmp_path: Path) -> None:
         assert {r.label for r in fold_rows if r.split == "val"} == {"LUAD", "LUSC"}
 
 
-def test_split_column_is_used_as_given_and_checked(tmp_path: Path) -> None:
-    header = ["slide_id", "label", "split", "patient_id"]
-    good = write_table(
-        tmp_path / "good.csv",
-        header,
-        [
-            ["a", "x", "train", "p1"],
-            ["b", "y", "train", "p2"],
-            ["c", "x", "val", "p3"],
-            ["d", "y", "val", "p4"],
-            ["e", "x", "test", "p5"],
-        ],
+def _with_split_column(tmp: Path, rows: str):
+    """A labels table with split and patient columns, `rows` given as "slide label split patient" lines."""
+    lines = [line.split() for line in rows.strip().splitlines()]
+    return read_label_table(
+        write_table(tmp / "labels.csv", ["slide_id", "label", "split", "patient_id"], lines)
     )
-    rows = make_splits(read_label_table(good), 1, SplitFractions(), seed=0)
+
+
+GIVEN_SPLITS = "a x train p1\nb y train p2\nc x val p3\nd y val p4\ne x test p5"
+
+
+def test_split_column_is_used_as_given(tmp_path: Path) -> None:
+    rows = make_splits(_with_split_column(tmp_path, GIVEN_SPLITS), 1, SplitFractions(), seed=0)
     assert [(r.slide_id, r.split) for r in rows] == [
         ("a", "train"),
         ("b", "train"),
@@ -76,31 +75,24 @@ def test_split_column_is_used_as_given_and_checked(tmp_path: Path) -> None:
         ("d", "val"),
         ("e", "test"),
     ]
-    with pytest.raises(WsiError, match="needs a table without one"):
-        make_splits(read_label_table(good), 3, SplitFractions(), seed=0)
-    straddle = write_table(
-        tmp_path / "straddle.csv",
-        header,
-        [
-            ["a", "x", "train", "p1"],
-            ["b", "y", "train", "p2"],
-            ["c", "x", "val", "p1"],
-            ["d", "y", "val", "p4"],
-        ],
-    )
-    with pytest.raises(WsiError, match=r"patient\(s\) p1 have slides in more than one split"):
-        make_splits(read_label_table(straddle), 1, SplitFractions(), seed=0)
-    no_val_class = write_table(
-        tmp_path / "noval.csv",
-        header,
-        [
-            ["a", "x", "train", "p1"],
-            ["b", "y", "train", "p2"],
-            ["c", "x", "val", "p3"],
-        ],
-    )
-    with pytest.raises(WsiError, match="the val split has no slide of class y"):
-        make_splits(read_label_table(no_val_class), 1, SplitFractions(), seed=0)
+
+
+@pytest.mark.parametrize(
+    ("rows", "folds", "error"),
+    [
+        (GIVEN_SPLITS, 3, "needs a table without one"),
+        (
+            "a x train p1\nb y train p2\nc x val p1\nd y val p4",
+            1,
+            r"patient\(s\) p1 have slides in more than one split",
+        ),
+        ("a x train p1\nb y train p2\nc x val p3", 1, "the val split has no slide of class y"),
+    ],
+    ids=["k-fold with given splits", "patient in two splits", "val split without a class"],
+)
+def test_split_column_is_checked(tmp_path: Path, rows: str, folds: int, error: str) -> None:
+    with pytest.raises(WsiError, match=error):
+        make_splits(_with_split_column(tmp_path, rows), folds, SplitFractions(), seed=0)
 
 
 def test_too_few_patients_is_a_clear_error(tmp_path: Path) -> None:

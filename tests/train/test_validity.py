@@ -102,6 +102,14 @@ def test_temperature_fitted_on_validation_lowers_its_nll() -> None:
     assert t > 1.5 and nll(logits, targets, t) < nll(logits, targets) - 0.2
 
 
+def test_temperature_never_sharpens_a_barely_trained_model() -> None:
+    """Near-zero logits that rank every bag right would "want" T << 1; selection on that loss kept epoch 1."""
+    targets = np.array([0, 1] * 8)
+    logits = np.stack([-0.01 * (2 * targets - 1), 0.01 * (2 * targets - 1)], axis=1)
+    assert fit_temperature(logits, targets) == 1.0
+    assert nll(logits, targets, fit_temperature(logits, targets)) > 0.67  # judged as the coin flip it is
+
+
 def test_training_calibrates_and_records_the_temperature(tmp_path: Path) -> None:
     small_cohort(tmp_path, 24)
     summary = run_training(quick_config(tmp_path, epochs=2), tmp_path / "run")

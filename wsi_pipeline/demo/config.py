@@ -23,13 +23,11 @@ class DemoConfig(BaseModel):
     tiles_per_side: int = Field(
         3, ge=1, le=4, description="crop side in tiles of the tile stage's tile_um (3: at most 9 tiles)"
     )
-    min_crop_tissue: float = Field(
-        0.5, gt=0, le=1, description="a crop position is used when this fraction of it is tissue"
-    )
+    min_crop_tissue: float = Field(0.5, gt=0, le=1, description="tissue share a crop position needs")
     mpp_without_metadata: float = Field(
         0.5,
         gt=0,
-        description="µm/px assumed for a source slide without resolution (the TCGA one) and written into its crops",
+        description="µm/px of a source slide without resolution (the TCGA one), written into its crops",
     )
     seed: int = Field(
         0, description="crop positions and turns, random-init extractor weights, split, training"

@@ -1,6 +1,6 @@
 """`wsi demo` as a library call: the demo cohort through tile -> extract -> train -> eval, in this process.
 
-Each step calls the stage's own library entry point with the stage's defaults (configs/*.yaml), so the demo
+Each step calls the stage's own library entry point with the stage's defaults (its config model), so the demo
 folder holds exactly what the four commands would have written:
 
     README.txt          what this folder is: the mechanics of the pipeline, not a diagnosis
@@ -31,7 +31,7 @@ from wsi_pipeline.config import load_config, write_resolved_config
 from wsi_pipeline.demo.cohort import Cohort, build_cohort
 from wsi_pipeline.demo.config import DemoConfig
 from wsi_pipeline.errors import WsiError
-from wsi_pipeline.evaluate.config import EvalConfig, default_config_file
+from wsi_pipeline.evaluate.config import EvalConfig
 from wsi_pipeline.evaluate.run import EvalResult, run_evaluation
 from wsi_pipeline.extract.config import ExtractConfig
 from wsi_pipeline.extract.run import SUMMARY_COLUMNS, extract_stores
@@ -242,7 +242,7 @@ def _train(
 
 
 def _evaluate(run_dir: Path, tiles: Path, slides: Path, console: Console) -> EvalResult:
-    settings = load_config(EvalConfig, default_config_file(), {"tiles": tiles, "slides_root": slides})
+    settings = load_config(EvalConfig, None, {"tiles": tiles, "slides_root": slides})
     result = run_evaluation(settings, run_dir, console=console)
     print_summary(console, "wsi eval", result.outcomes, ["tiles", "label", "predicted"])
     _check("wsi eval", result.outcomes)

@@ -1,4 +1,4 @@
-"""Evaluation settings. Defaults equal `configs/eval.yaml` (a test keeps them equal).
+"""Evaluation settings: each default stated here once (`wsi eval --print-config` shows them resolved).
 
 Inputs default to the run's own (`features`, `labels` from its config.yaml); `split: all` evaluates every
 labelled slide with a bag, for an external cohort (no model ever scores a slide it trained or validated on:
@@ -12,12 +12,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from wsi_pipeline.models.config import ScoreMethod
-from wsi_pipeline.resources import configs_dir
 
 EvalSplit = Literal["test", "val", "train", "all"]
 EvalLevel = Literal["slide", "patient"]
-
-CONFIG_FILE = configs_dir() / "eval.yaml"
 
 
 class EvalConfig(BaseModel):
@@ -58,7 +55,4 @@ class EvalConfig(BaseModel):
     )
     overlay_alpha: float = Field(0.5, gt=0, le=1, description="opacity of the scores over the thumbnail")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, ...")
-
-
-def default_config_file() -> Path | None:
-    return CONFIG_FILE if CONFIG_FILE.is_file() else None
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; null = the physical cores")

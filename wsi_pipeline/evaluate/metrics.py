@@ -103,7 +103,7 @@ def _counts_and_accuracy(
     members: list[np.ndarray],
     patient_class: np.ndarray,
 ) -> dict[str, Any]:
-    from sklearn.metrics import accuracy_score, recall_score
+    from sklearn.metrics import accuracy_score, recall_score  # heavy: scikit-learn
 
     predicted = probs.argmax(axis=1)
     counts = np.bincount(targets, minlength=len(class_names))

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from wsi_pipeline.evaluate.calibration import ECE_BINS, reliability_bins
 from wsi_pipeline.stores.atomic import atomic_path
 
 
@@ -26,9 +27,9 @@ def save_roc_png(
     folds: list[tuple[np.ndarray, np.ndarray, dict[str, Any]]],
 ) -> None:
     """Binary: the positive class's ROC; more classes: one one-vs-rest curve per class (pooled only)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from sklearn.metrics import roc_curve
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: matplotlib
+    from matplotlib.figure import Figure  # heavy: matplotlib
+    from sklearn.metrics import roc_curve  # heavy: scikit-learn
 
     fig = Figure(figsize=(5, 5), dpi=150)
     FigureCanvasAgg(fig)
@@ -67,10 +68,8 @@ def save_roc_png(
 def save_reliability_png(path: Path, targets: np.ndarray, probs: np.ndarray, metrics: dict[str, Any]) -> None:
     """Reliability diagram: per confidence bin, the fraction predicted right against the mean confidence
     (on the diagonal = calibrated), with the number of slides in each bin; ECE and Brier in the title."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from wsi_pipeline.evaluate.calibration import ECE_BINS, reliability_bins
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: matplotlib
+    from matplotlib.figure import Figure  # heavy: matplotlib
 
     mean_conf, accuracy, counts = reliability_bins(targets, probs, ECE_BINS)
     edges = np.linspace(0, 1, ECE_BINS + 1)

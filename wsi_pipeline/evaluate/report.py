@@ -64,15 +64,14 @@ def patient_level(s: Scored, table: LabelTable) -> Scored:
 def level_metrics(cfg: EvalConfig, table: LabelTable, s: Scored) -> dict[str, Any]:
     """Metrics at the configured level, with the slide and patient counts of the rows behind them."""
     rows = patient_level(s, table) if cfg.level == "patient" else s
+    interval = {  # the bootstrap confidence interval's settings
+        "n_bootstrap": cfg.n_bootstrap,
+        "ci_level": cfg.ci_level,
+        "seed": cfg.seed,
+        "min_patients_per_class": cfg.ci_min_patients,
+    }
     metrics = classification_metrics(
-        rows.targets,
-        rows.probs,
-        table.class_names,
-        patients=rows.patients,
-        n_bootstrap=cfg.n_bootstrap,
-        ci_level=cfg.ci_level,
-        seed=cfg.seed,
-        min_patients_per_class=cfg.ci_min_patients,
+        rows.targets, rows.probs, table.class_names, patients=rows.patients, **interval
     )
     metrics["n_slides"] = len(s.slide_ids)
     return metrics

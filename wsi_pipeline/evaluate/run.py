@@ -16,7 +16,7 @@ from rich.console import Console
 
 from wsi_pipeline.batch import SlideOutcome
 from wsi_pipeline.config import read_yaml_mapping, write_resolved_config
-from wsi_pipeline.devices import resolve_device
+from wsi_pipeline.devices import resolve_device, torch_threads
 from wsi_pipeline.errors import WsiError
 from wsi_pipeline.evaluate import report
 from wsi_pipeline.evaluate.assign import Assignment, assign_slides
@@ -104,7 +104,7 @@ def run_evaluation(cfg: EvalConfig, run_dir: Path, console: Console | None = Non
     models = {fm.fold: fm for fm in load_fold_models(info, device)}
     out_dir = Path(cfg.out) if cfg.out is not None else eval_dir(run_dir, cfg.split, cfg.level)
     resolved = cfg.model_copy(update={"features": features, "labels": labels, "out": out_dir})
-    with claimed_folder(out_dir), atomic_path(out_dir) as building:
+    with torch_threads(cfg.threads), claimed_folder(out_dir), atomic_path(out_dir) as building:
         _remove_stale_builds(out_dir, building)
         building.mkdir()
         if cfg.heatmaps:

@@ -16,6 +16,7 @@ import torch
 from wsi_pipeline.batch import SlideOutcome
 from wsi_pipeline.errors import WsiError
 from wsi_pipeline.evaluate.config import EvalConfig
+from wsi_pipeline.inference import faithfulness
 from wsi_pipeline.inference.ensemble import ensemble_tile_scores, fold_probabilities
 from wsi_pipeline.inference.faithfulness import DeletionTest, deletion_test
 from wsi_pipeline.inference.fold_models import FoldModel
@@ -27,19 +28,11 @@ from wsi_pipeline.inference.slide_heatmap import (
     write_slide_heatmap,
 )
 from wsi_pipeline.stores.baseline import mean_pool
-from wsi_pipeline.stores.feature_bag import Bag, load_bag, model_features
+from wsi_pipeline.stores.feature_bag import Bag, find_bag, load_bag, model_features
 from wsi_pipeline.stores.labels import LabelTable
 
 # Probabilities per fold: fold -> slide_id -> (n_classes,) float array.
 FoldProbs = dict[int, dict[str, np.ndarray]]
-
-
-def bag_file(features: Path, slide_id: str) -> Path | None:
-    for suffix in (".h5", ".pt"):
-        path = features / f"{slide_id}{suffix}"
-        if path.is_file():
-            return path
-    return None
 
 
 def failure_line(exc: BaseException, n_tiles: int | None) -> str:
@@ -95,7 +88,7 @@ class SlideScorer:
 
     def __call__(self, slide_id: str, folds: list[int], source: str, probs: FoldProbs) -> SlideOutcome:
         start = time.perf_counter()
-        path = bag_file(self.features, slide_id)
+        path = find_bag(self.features, slide_id)
         if path is None:
             return SlideOutcome(slide_id, "failed", f"no bag in {self.features}")
         bag = None
@@ -165,8 +158,7 @@ class SlideScorer:
         test = self.deletion[slide_id]
         title = (
             f"{slide_id}: predicted {predicted} (p={float(mean[target]):.2f}), "
-            f"true {self.labels[slide_id].label}; map of {who} for {predicted}\n"
-            f"removing its top 10% of tiles lowers p by {test.top_drop:.2f} (10% at random: {test.random_drop:.2f})"
+            f"true {self.labels[slide_id].label}; map of {who} for {predicted}\n{faithfulness.caption(test)}"
         )
         if self.cfg.heatmap_scale == "global":
             where = SimpleNamespace(coords=bag.coords, meta=bag.meta)  # not the features: kept for all slides

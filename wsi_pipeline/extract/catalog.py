@@ -6,6 +6,8 @@ card's evaluation transform, except that tiles are never centre-cropped unless t
 because the tile store already fixed what the tile covers. Weights come only from `--weights`.
 """
 
+from typing import Any
+
 from wsi_pipeline.errors import ConfigError
 from wsi_pipeline.extract.recipes import EXTRACTORS, TIMM_PREFIX, ExtractorRecipe, register_extractor
 
@@ -15,6 +17,20 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 HOPTIMUS_MEAN = (0.707223, 0.578729, 0.703617)
 HOPTIMUS_STD = (0.211883, 0.230117, 0.177517)
 CC_BY_NC_ND = "CC-BY-NC-ND-4.0, gated"
+
+
+def _vit_card(**fields: Any) -> ExtractorRecipe:
+    """A pathology ViT as its model card runs it; what most cards share is the default here: 224 px input,
+    ImageNet mean/std, the class token, tiles at 20x (0.5 µm/px), a gated non-commercial licence."""
+    shared = {
+        "input_px": 224,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "pooling": "cls",
+        "mpp": 0.5,
+        "licence": CC_BY_NC_ND,
+    }
+    return ExtractorRecipe(**{**shared, **fields})
 
 
 @register_extractor("retccl")
@@ -49,18 +65,11 @@ def uni() -> ExtractorRecipe:
     `pytorch_model.bin` loaded strictly; transform Resize(224), ImageNet mean/std). Trained on 20x
     (about 0.5 µm/px) tiles of Mass-100K.
     """
-    return ExtractorRecipe(
+    return _vit_card(
         architecture="vit_large_patch16_224",
         kwargs={"img_size": 224, "patch_size": 16, "init_values": 1e-5, "dynamic_img_size": True},
-        input_px=224,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        pooling="cls",
         feature_dim=1024,
-        precision="bfloat16",
-        mpp=0.5,
         params_m=303.4,
-        licence=CC_BY_NC_ND,
         source="https://huggingface.co/MahmoodLab/UNI",
     )
 
@@ -74,7 +83,7 @@ def uni2_h() -> ExtractorRecipe:
     mlp_layer SwiGLUPacked, act_layer SiLU, reg_tokens 8, dynamic_img_size, on `vit_giant_patch14_224`;
     transform Resize(224), ImageNet mean/std). Trained on 20x (about 0.5 µm/px) tiles.
     """
-    return ExtractorRecipe(
+    return _vit_card(
         architecture="vit_giant_patch14_224",
         kwargs={
             "img_size": 224,
@@ -90,14 +99,8 @@ def uni2_h() -> ExtractorRecipe:
             "reg_tokens": 8,
             "dynamic_img_size": True,
         },
-        input_px=224,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        pooling="cls",
         feature_dim=1536,
-        mpp=0.5,
         params_m=681.4,
-        licence=CC_BY_NC_ND,
         source="https://huggingface.co/MahmoodLab/UNI2-h",
     )
 
@@ -112,7 +115,7 @@ def virchow2() -> ExtractorRecipe:
     = concat(output[:, 0], output[:, 5:].mean(1)), 2560-d). Trained on mixed 5x-40x tiles; 20x (0.5 µm/px)
     is the card's example and the usual choice.
     """
-    return ExtractorRecipe(
+    return _vit_card(
         architecture="vit_huge_patch14_224",
         kwargs={
             "img_size": 224,
@@ -123,32 +126,24 @@ def virchow2() -> ExtractorRecipe:
             "act_layer": "silu",
             "dynamic_img_size": True,
         },
-        input_px=224,
         interpolation="bicubic",
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
         pooling="cls+mean",
         skip_tokens=5,
         feature_dim=2560,
-        mpp=0.5,
         params_m=631.2,
-        licence=CC_BY_NC_ND,
         source="https://huggingface.co/paige-ai/Virchow2",
     )
 
 
 def _h_optimus(card: str, licence: str) -> ExtractorRecipe:
     """H-optimus-0 and -1 share architecture and preprocessing; only weights and licence differ."""
-    return ExtractorRecipe(
+    return _vit_card(
         architecture="vit_giant_patch14_reg4_dinov2",
         kwargs={"img_size": 224, "init_values": 1e-5, "global_pool": "token", "dynamic_img_size": False},
-        input_px=224,
         mean=HOPTIMUS_MEAN,
         std=HOPTIMUS_STD,
-        pooling="cls",
         feature_dim=1536,
         precision="float16",
-        mpp=0.5,
         params_m=1134.8,
         licence=licence,
         source=card,
@@ -185,7 +180,7 @@ def gigapath() -> ExtractorRecipe:
     5.33334 (SwiGLU from the architecture); transform bicubic Resize(256), CenterCrop(224), ImageNet
     mean/std). Trained on 256 px tiles at 0.5 µm/px: tile 128 µm at 256 px; the crop keeps the centre 224.
     """
-    return ExtractorRecipe(
+    return _vit_card(
         architecture="vit_giant_patch14_dinov2",
         kwargs={
             "img_size": 224,
@@ -197,15 +192,10 @@ def gigapath() -> ExtractorRecipe:
             "init_values": 1e-5,
             "mlp_ratio": 5.33334,
         },
-        input_px=224,
         resize_px=256,
         interpolation="bicubic",
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        pooling="cls",
         feature_dim=1536,
         precision="float16",
-        mpp=0.5,
         params_m=1134.9,
         licence="Apache-2.0",
         source="https://huggingface.co/prov-gigapath/prov-gigapath",

@@ -1,4 +1,4 @@
-"""Settings of `wsi extract`; defaults equal configs/extract.yaml (a test keeps them in step)."""
+"""Settings of `wsi extract`: each default stated here once; `wsi extract --print-config` resolves them."""
 
 import os
 from pathlib import Path
@@ -30,6 +30,9 @@ class ExtractConfig(BaseModel):
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto (CUDA when present), cpu or cuda"
+    )
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads of the encoder; null = the physical cores"
     )
     dtype: Literal["float16", "float32"] = Field("float16", description="Stored feature dtype.")
     precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(

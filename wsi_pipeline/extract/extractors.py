@@ -90,7 +90,7 @@ def create_trunk(recipe: ExtractorRecipe, *, skip_init: bool = False) -> nn.Modu
     `skip_init` (with `torch.device("meta")`: shapes only, no memory) skips timm's weight init where the
     architecture allows it, which on `meta` costs seconds for a ViT-g and means nothing there.
     """
-    import timm
+    import timm  # heavy: timm
 
     if not timm.is_model(recipe.architecture):
         raise ConfigError(f"timm has no architecture {recipe.architecture!r} (see timm.list_models())")
@@ -124,7 +124,7 @@ def _resolve_layer(kwarg: str, value: object) -> object:
     """A layer named in a recipe -> the class timm expects (names keep recipes plain data)."""
     if not isinstance(value, str):
         return value
-    from timm import layers
+    from timm import layers  # heavy: timm
 
     if kwarg == "embed_layer" and value == "ConvStem":
         return ConvStem
@@ -183,7 +183,7 @@ def timm_recipe(architecture: str) -> ExtractorRecipe:
     Tiles are resized whole to the model's input (no centre crop): the tile's physical size is fixed by
     the tile store, and cropping would drop a border of every tile.
     """
-    import timm
+    import timm  # heavy: timm
 
     if not timm.is_model(architecture):
         raise ConfigError(f"timm has no architecture {architecture!r} (see timm.list_models())")

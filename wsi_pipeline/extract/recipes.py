@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from wsi_pipeline.errors import ConfigError
@@ -99,8 +100,6 @@ def register_extractor(name: str) -> Callable[[RecipeFunction], RecipeFunction]:
 
 def load_spec_file(path: Path) -> ExtractorRecipe:
     """An `--extractor-spec` YAML file as a recipe; a mistake is one line naming the file and field."""
-    import yaml
-
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())

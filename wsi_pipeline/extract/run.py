@@ -27,6 +27,7 @@ from wsi_pipeline.backends import (
 )
 from wsi_pipeline.batch import SlideOutcome
 from wsi_pipeline.config import write_resolved_config
+from wsi_pipeline.devices import torch_threads
 from wsi_pipeline.errors import WsiError
 from wsi_pipeline.extract.config import MAX_AUTO_WORKERS, ExtractConfig, resolve_workers
 from wsi_pipeline.extract.locate import SlideLocator
@@ -97,9 +98,12 @@ def extract_stores(
             )
             finished = _on_finished(console, progress, tasks, outcomes, (slides_task, tiles_task), debug)
             if encoder is not None:
-                for index, task in tasks.items():
-                    progress.update(tiles_task, description=f"tiles [dim]{escape(task.store_path.stem)}[/]")
-                    _extract_here(index, task, encoder, progress, tiles_task, finished, debug)
+                with torch_threads(config.threads):
+                    for index, task in tasks.items():
+                        progress.update(
+                            tiles_task, description=f"tiles [dim]{escape(task.store_path.stem)}[/]"
+                        )
+                        _extract_here(index, task, encoder, progress, tiles_task, finished, debug)
             elif tasks:
                 with ray_session(backend) as ray:
                     _extract_on_ray(

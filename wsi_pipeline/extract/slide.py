@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -152,8 +153,7 @@ def failed_outcome(task: SlideTask, exc: BaseException, seconds: float) -> Slide
 
 def extract_slide_task(task: SlideTask, extractor: Extractor) -> SlideOutcome:
     """Ray entry point: never raises for the slide's own errors, and keeps the traceback for --debug."""
-    import ray
-    import torch
+    import ray  # heavy: ray (optional extra `cluster`)
 
     started = time.perf_counter()
     # The CPUs Ray reserved for this task, whatever torch read from the environment when it was imported.

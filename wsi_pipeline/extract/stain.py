@@ -12,10 +12,12 @@ it is imported only when a method other than `none` is chosen.
 """
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from PIL import Image
 
 from wsi_pipeline.errors import ConfigError
 
@@ -32,8 +34,6 @@ class StainNormalizer:
     """A fitted tiatoolbox normaliser, picklable, applied to RGB uint8 tiles."""
 
     def __init__(self, method: StainMethod, target: Path | None) -> None:
-        from PIL import Image
-
         self.method = method
         self.target_path = Path(target) if target is not None else BUNDLED_TARGET
         try:
@@ -62,9 +62,7 @@ class StainNormalizer:
 
 
 def _fitted(method: str, pixels: np.ndarray, path: Path) -> Any:
-    import logging
-
-    from tiatoolbox.tools.stainnorm import get_normalizer
+    from tiatoolbox.tools.stainnorm import get_normalizer  # heavy: tiatoolbox
 
     # tiatoolbox warns on every Vahadane construction; the README says what it warns about.
     logging.getLogger("tiatoolbox").setLevel(logging.ERROR)

@@ -34,7 +34,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WsiError(f"{path}: no such weights file")
     if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # heavy: safetensors (with torch)
 
         try:
             return load_file(str(path), device="cpu")

@@ -96,6 +96,14 @@ def deletion_test(
     )
 
 
+def caption(test: DeletionTest) -> str:
+    """One line under a heatmap's title: the deletion test of that map, in words."""
+    return (
+        f"removing its top {DELETION_FRACTION:.0%} of tiles lowers p by {test.top_drop:.2f} "
+        f"({DELETION_FRACTION:.0%} at random: {test.random_drop:.2f})"
+    )
+
+
 def insertion_test(
     predict: Predict,
     x: Tensor,

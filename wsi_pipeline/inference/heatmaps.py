@@ -11,9 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from wsi_pipeline.errors import WsiError
+from wsi_pipeline.ids import is_slide_file, slide_id_for
+from wsi_pipeline.slides import open_slide
 from wsi_pipeline.stores.atomic import atomic_path
+from wsi_pipeline.stores.tile_store import read_tile_store
 
 # Several thousand tiles per side are fine; this only guards against a corrupt coordinate.
 _MAX_CANVAS_PX = 8192
@@ -81,10 +85,6 @@ def outside_canvas(coords: np.ndarray, canvas: Canvas) -> np.ndarray:
 
 def thumbnail_canvas(store_path: Path, max_px: int) -> Canvas:
     """The tile store's thumbnail, shrunk so its longer side is at most `max_px`."""
-    from PIL import Image
-
-    from wsi_pipeline.stores.tile_store import read_tile_store
-
     store = read_tile_store(store_path)
     image, downsample = np.asarray(store.thumbnail), float(store.meta.thumbnail_downsample)
     height, width = image.shape[:2]
@@ -187,11 +187,11 @@ def save_heatmap_png(
     evidence for `explained_class`, and a scale bar in µm when the slide's resolution is known.
 
     `bound`: one colour scale shared by a cohort (`--scale global`); None scales each slide to itself."""
-    from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
+    from matplotlib import colormaps  # heavy: matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: matplotlib
+    from matplotlib.cm import ScalarMappable  # heavy: matplotlib
+    from matplotlib.colors import Normalize  # heavy: matplotlib
+    from matplotlib.figure import Figure  # heavy: matplotlib
 
     vmin, vmax, cmap_name = score_range(raster, method, bound)
     norm, cmap = Normalize(vmin=vmin, vmax=vmax, clip=True), colormaps[cmap_name]
@@ -264,8 +264,6 @@ def write_tiles_geojson(
 
 def find_slide(slide_id: str, slide_path: str | None, slides_root: Path | None) -> Path | None:
     """The slide file behind a bag: under `slides_root` by file name or slide id, else its recorded path."""
-    from wsi_pipeline.ids import is_slide_file, slide_id_for
-
     if slides_root is not None and slides_root.is_dir():
         if slide_path:
             candidate = slides_root / Path(slide_path).name
@@ -301,11 +299,8 @@ def save_top_tiles(
     """A strip of the (at most) `k` highest positive-scoring tiles, read from the slide at about `tile_px`
     px each, titled `title` with the number actually shown; each tile labelled with its rank, score and
     level-0 position. Returns that number; 0 writes no file."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from PIL import Image
-
-    from wsi_pipeline.slides import open_slide
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: matplotlib
+    from matplotlib.figure import Figure  # heavy: matplotlib
 
     top = top_tiles(scores, k)
     if len(top) == 0:

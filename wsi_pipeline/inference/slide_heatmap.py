@@ -15,7 +15,9 @@ import torch
 from wsi_pipeline.errors import WsiError
 from wsi_pipeline.inference import heatmaps as hm
 from wsi_pipeline.inference.fold_models import FoldModel
-from wsi_pipeline.stores.tile_store import store_path
+from wsi_pipeline.slides import open_slide, resolve_mpp
+from wsi_pipeline.stores.feature_bag import load_bag
+from wsi_pipeline.stores.tile_store import read_tile_store_meta, store_path
 
 HEATMAP_DIR = "heatmaps"
 STRIP_TILE_PX = 224
@@ -124,16 +126,12 @@ def _inside_canvas(coords: np.ndarray, canvas: hm.Canvas, slide_id: str) -> np.n
 def slide_mpp(slide_id: str, meta: dict[str, Any], settings: HeatmapSettings) -> float | None:
     """µm per level-0 pixel of the slide behind a bag that does not record it: from its tile store, else
     from the slide file itself; None when neither is reachable."""
-    from wsi_pipeline.stores.tile_store import read_tile_store_meta
-
     if settings.tiles is not None and store_path(settings.tiles, slide_id).is_dir():
         with contextlib.suppress(WsiError):
             return float(read_tile_store_meta(store_path(settings.tiles, slide_id)).mpp_level0)
     slide = hm.find_slide(slide_id, meta.get("slide_path"), settings.slides_root)
     if slide is None:
         return None
-    from wsi_pipeline.slides import open_slide, resolve_mpp
-
     try:
         with open_slide(slide) as reader:
             return resolve_mpp(reader, None)[0]
@@ -144,8 +142,6 @@ def slide_mpp(slide_id: str, meta: dict[str, Any], settings: HeatmapSettings) ->
 def bag_with_level0_coords(bag: Any, path: Path, slide_id: str, settings: HeatmapSettings) -> tuple[Any, str]:
     """The bag with coordinates in level-0 px, or (None, why not). A STAMP bag stores µm and no
     resolution: the tile store or the slide supplies it; without either the heatmap is skipped."""
-    from wsi_pipeline.stores.feature_bag import load_bag
-
     if bag.has_coords:
         return bag, ""
     if path.suffix.lower() == ".pt":

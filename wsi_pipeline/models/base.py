@@ -16,9 +16,9 @@ exposes that decomposition (`ClsReadout`); the two score methods are then comput
   class token already holds the signal and its last read-out looks anywhere (benchmarks/bench_signal.py).
   Models with a single read-out (`abmil`) give the same scores as ``relevance``.
 
-The other methods (gradient x input, integrated gradients, occlusion, conservative) need only forwards and
-input gradients; each is one function registered with `register_score_method` (models/scores.py), and
-`tile_scores` runs it bag by bag on the real tiles.
+The other methods (gradient x input, integrated gradients, occlusion, conservative, projected gradient)
+need only forwards and input gradients; each is one function registered with `register_score_method`
+(models/scores.py), and `tile_scores` runs it bag by bag on the real tiles.
 """
 
 from abc import ABC, abstractmethod
@@ -86,6 +86,8 @@ def with_class_token(mask: Tensor | None) -> Tensor | None:
 
 class MILModel(nn.Module, ABC):
     """A bag classifier: ``model(x, mask) -> logits`` plus exact ``tile_scores``."""
+
+    unpadded_only = False  # True: a padded batch is scored bag by bag on its real tiles (TransMIL)
 
     def __init__(self, config: ModelConfig, default_score_method: ScoreMethod, in_dim: int) -> None:
         super().__init__()
@@ -159,6 +161,10 @@ class MILModel(nn.Module, ABC):
         if method not in SCORE_METHODS:
             raise ValueError(f"method must be one of {SCORE_METHODS}, got {method!r}")
         check_inputs(x, mask)
+        if self.unpadded_only and mask is not None and not bool(mask.all()):
+            return self._per_bag_scores(
+                lambda m, bag, t: m.tile_scores(bag, None, method, target=t)[0], x, mask, target
+            )
         if method in _SCORERS:
             return self._per_bag_scores(_SCORERS[method], x, mask, target)
         if method == "layer_relevance":

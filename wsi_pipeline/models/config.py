@@ -19,6 +19,7 @@ ScoreMethod = Literal[
     "integrated_gradients",
     "occlusion",
     "conservative",
+    "projected_gradient",
 ]
 SCORE_METHODS: tuple[str, ...] = get_args(ScoreMethod)
 

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from wsi_pipeline.models.base import ClsReadout, LayerReadout, MILModel, ScoreMethod, check_inputs
+from wsi_pipeline.models.base import ClsReadout, LayerReadout, MILModel, check_inputs
 from wsi_pipeline.models.config import TransMILConfig
 from wsi_pipeline.models.nystrom import NystromAttention
 from wsi_pipeline.models.registry import register_model
@@ -41,15 +41,8 @@ class TransLayer(nn.Module):
     def __init__(self, config: TransMILConfig) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(config.dim)
-        self.attn = NystromAttention(
-            dim=config.dim,
-            heads=config.heads,
-            dim_head=config.dim_head,
-            landmarks=config.landmarks,
-            pinv_iterations=config.pinv_iterations,
-            residual_kernel=config.residual_kernel,
-            dropout=config.dropout,
-        )
+        # Every TransMIL setting (width, heads, landmarks, ...) is a setting of its two attention layers.
+        self.attn = NystromAttention(**config.model_dump())
 
     def forward(self, h: Tensor) -> Tensor:
         return h + self.attn(self.norm(h))
@@ -61,6 +54,10 @@ class TransLayer(nn.Module):
 
 
 class TransMIL(MILModel):
+    # PPEG folds the tokens into a square grid, so padding would move every real tile: a padded batch is
+    # run (and scored) bag by bag on its real tiles.
+    unpadded_only = True
+
     def __init__(self, in_dim: int, n_classes: int, config: TransMILConfig) -> None:
         super().__init__(config, "layer_relevance", in_dim)
         self.fc = nn.Sequential(nn.Linear(in_dim, config.dim), nn.ReLU())
@@ -113,22 +110,6 @@ class TransMIL(MILModel):
         if mask is None or bool(mask.all()):
             return super().forward(x)
         return torch.cat([super(TransMIL, self).forward(x[b : b + 1, mask[b]]) for b in range(x.shape[0])])
-
-    def tile_scores(
-        self,
-        x: Tensor,
-        mask: Tensor | None = None,
-        method: ScoreMethod | None = None,
-        *,
-        target: int | None = None,
-    ) -> Tensor:
-        check_inputs(x, mask)
-        if mask is None or bool(mask.all()):
-            return super().tile_scores(x, None, method, target=target)
-        scores = torch.zeros(mask.shape, dtype=torch.float32, device=x.device)
-        for b in range(x.shape[0]):
-            scores[b, mask[b]] = super().tile_scores(x[b : b + 1, mask[b]], None, method, target=target)[0]
-        return scores
 
 
 @register_model("transmil", TransMILConfig)

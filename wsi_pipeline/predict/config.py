@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from wsi_pipeline.models.config import SCORE_METHODS  # the torch-free list of the models
+
 
 class PredictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -56,13 +58,12 @@ class PredictConfig(BaseModel):
     )
     tile_workers: int = Field(1, ge=1, description="slides: CPU cores for tiling")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, ...")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; null = the physical cores")
 
     @field_validator("score_method")
     @classmethod
     def _known_method(cls, value: str | None) -> str | None:
-        """Checked against the models' own list, imported here so that `wsi --help` needs no torch."""
-        from wsi_pipeline.models.config import SCORE_METHODS  # the torch-free list of the models
-
+        """Checked against the models' own list (`models.config` is torch-free: `wsi --help` stays instant)."""
         if value is not None and value not in SCORE_METHODS:
             raise ValueError(f"unknown score method {value!r}; choose one of {', '.join(SCORE_METHODS)}")
         return value

@@ -17,9 +17,11 @@ from rich.console import Console
 
 from wsi_pipeline.batch import SlideOutcome
 from wsi_pipeline.config import write_resolved_config
-from wsi_pipeline.devices import resolve_device
+from wsi_pipeline.devices import resolve_device, torch_threads
 from wsi_pipeline.errors import WsiError
+from wsi_pipeline.inference import faithfulness
 from wsi_pipeline.inference.ensemble import ensemble_tile_scores, fold_probabilities
+from wsi_pipeline.inference.faithfulness import DeletionTest, deletion_test
 from wsi_pipeline.inference.fold_models import FoldModel, load_fold_models
 from wsi_pipeline.inference.slide_heatmap import (
     HEATMAP_DIR,
@@ -27,6 +29,7 @@ from wsi_pipeline.inference.slide_heatmap import (
     bag_with_level0_coords,
     write_slide_heatmap,
 )
+from wsi_pipeline.models.chunked import supports_chunking
 from wsi_pipeline.predict.compat import CHECK_OK, check_bag, run_identity
 from wsi_pipeline.predict.config import PredictConfig
 from wsi_pipeline.predict.outputs import (
@@ -41,7 +44,7 @@ from wsi_pipeline.predict.outputs import (
 from wsi_pipeline.predict.slides import features_from_slides
 from wsi_pipeline.progress import SLIDE, progress_bar
 from wsi_pipeline.stores.atomic import claimed_folder, clean_stale_temporaries, write_text_atomic
-from wsi_pipeline.stores.feature_bag import Bag, load_bag, model_features
+from wsi_pipeline.stores.feature_bag import Bag, bags_in_folder, load_bag, model_features
 from wsi_pipeline.stores.run_folder import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -52,7 +55,6 @@ from wsi_pipeline.stores.run_folder import (
 )
 from wsi_pipeline.stores.yaml_file import read_yaml_mapping
 
-BAG_SUFFIXES = (".h5", ".pt")
 SUMMARY_COLUMNS = ["tiles", "predicted", "p"]
 PREDICT_CHUNK_TOKENS = 32_768
 
@@ -89,25 +91,17 @@ def checked_run(run_dir: Path, fold: int | None) -> tuple[RunInfo, list[int]]:
 
 
 def list_bags(features: Path) -> dict[str, Path]:
-    """slide_id -> bag in `features` (an `.h5` wins over a CLAM `.pt` of the same name)."""
-    if not features.is_dir():
-        raise WsiError(f"{features}: no such folder of feature bags")
-    bags: dict[str, Path] = {}
-    for suffix in reversed(BAG_SUFFIXES):
-        for path in sorted(features.glob(f"*{suffix}")):
-            if path.is_file() and not path.name.startswith("."):
-                bags[path.name[: -len(suffix)]] = path
+    """slide_id -> bag in `features` (an `.h5` wins over a CLAM `.pt` of the same name); none is an error."""
+    bags = bags_in_folder(features)
     if not bags:
         raise WsiError(f"{features}: no feature bags (<slide_id>.h5 or .pt) in this folder")
-    return dict(sorted(bags.items()))
+    return bags
 
 
 def bound_memory(models: list[FoldModel]) -> None:
     """Inference only: frozen weights (autograd then keeps no layer inputs for weight gradients), and
     `vit_sf` logits computed chunk by chunk (wsi_pipeline/models/chunked.py), so a bag of 10^5-10^6 tiles
     costs the bag plus a few hidden states."""
-    from wsi_pipeline.models.chunked import supports_chunking
-
     for fm in models:
         fm.model.requires_grad_(False)
         if hasattr(fm.model, "use_chunks") and supports_chunking(fm.model):
@@ -137,6 +131,7 @@ class _SlidePredictor:
         self.cfg, self.models, self.classes, self.identity = cfg, models, classes, identity
         self.patients, self.out_dir, self.device = patients, out_dir, device
         self.amp = amp
+        self.deletion: dict[str, DeletionTest] = {}  # per slide with a heatmap: does the map explain it?
         self.settings = HeatmapSettings(
             tiles, cfg.slides_root, cfg.top_k, cfg.score_method, cfg.canvas_max_px, cfg.overlay_alpha
         )
@@ -196,13 +191,19 @@ class _SlidePredictor:
         target = int(pred.probs.argmax())
         method, bounded = self._method(bag.n_tiles)
         scores = ensemble_tile_scores(self.models, x, method, target)
+        self.deletion[slide_id] = deletion_test(
+            lambda bag_x: torch.as_tensor(fold_probabilities(self.models, bag_x, self.amp).mean(axis=0)),
+            x,
+            torch.as_tensor(scores),
+            whole=torch.as_tensor(pred.probs),
+        )
         note = write_slide_heatmap(
             self.out_dir / HEATMAP_DIR,
             slide_id,
             located,
             x,
             self.models[0],
-            self._title(slide_id, pred, target, n_run_folds),
+            f"{self._title(slide_id, pred, target, n_run_folds)}\n{faithfulness.caption(self.deletion[slide_id])}",
             replace(self.settings, score_method=method),
             scores,
             explained_class=self.classes[target],
@@ -242,7 +243,7 @@ def run_prediction(
     device = resolve_device(cfg.device)
     models = load_fold_models(info, device, folds)
     bound_memory(models)
-    with claimed_folder(out_dir):
+    with torch_threads(cfg.threads), claimed_folder(out_dir):
         failed: list[SlideOutcome] = []
         tiles, features = cfg.tiles, cfg.features
         if cfg.slides and identity is not None:  # None with slides was refused above
@@ -258,6 +259,8 @@ def run_prediction(
         )
         outcomes, preds = _predict_all(predict, bags, info.folds, console)
         _write_outputs(cfg, info, out_dir, features, folds, preds, failed + outcomes, identity_note)
+        faithfulness.annotate_predictions(out_dir / "predictions.csv", predict.deletion)
+        _add_faithfulness(out_dir / "predict_summary.json", predict.deletion)
         return PredictResult(out_dir, preds, failed + outcomes, tuple(folds))
 
 
@@ -311,3 +314,10 @@ def _write_outputs(
         "failed": {o.slide_id: o.reason for o in outcomes if o.status == "failed"},
     }
     write_text_atomic(out_dir / "predict_summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def _add_faithfulness(summary_path: Path, deletion: dict[str, DeletionTest]) -> None:
+    """The deletion test's mean over the slides with a heatmap, in predict_summary.json beside the rest."""
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    summary["heatmap_faithfulness"] = faithfulness.summary(deletion)
+    write_text_atomic(summary_path, json.dumps(summary, indent=2) + "\n")

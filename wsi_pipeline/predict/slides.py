@@ -17,9 +17,14 @@ from wsi_pipeline.batch import SlideOutcome, print_summary
 from wsi_pipeline.config import describe_validation_error
 from wsi_pipeline.errors import ConfigError, WsiError
 from wsi_pipeline.extract.config import ExtractConfig
+from wsi_pipeline.extract.run import SUMMARY_COLUMNS, extract_stores
+from wsi_pipeline.extract.weights import sha256_file
+from wsi_pipeline.ids import slide_id_for
 from wsi_pipeline.predict.config import PredictConfig
+from wsi_pipeline.slides.discover import find_slides
 from wsi_pipeline.stores.run_folder import EXTRACTOR_FILE, ExtractorIdentity
 from wsi_pipeline.tiling.config import TileConfig
+from wsi_pipeline.tiling.runner import tile_slides
 
 TILES_DIR = "tiles"
 FEATURES_DIR = "features"
@@ -71,8 +76,6 @@ def check_weights(identity: ExtractorIdentity, cfg: PredictConfig) -> str:
     A weights file is compared by its SHA-256 (what `wsi extract` records). Random weights are only known
     once built, so with `random_init` each new bag's fingerprint is checked after extraction instead.
     """
-    from wsi_pipeline.extract.weights import sha256_file
-
     recorded = identity.weights_sha256
     if identity.extractor is None:
         raise WsiError(f"the run's {EXTRACTOR_FILE} names no extractor; predict from --features instead")
@@ -105,11 +108,6 @@ def features_from_slides(
     cfg: PredictConfig, identity: ExtractorIdentity, out_dir: Path, console: Console, debug: bool
 ) -> SlideFeatures:
     """Tile and extract `cfg.slides` into OUT/tiles and OUT/features; the failures as outcomes."""
-    from wsi_pipeline.extract.run import SUMMARY_COLUMNS, extract_stores
-    from wsi_pipeline.ids import slide_id_for
-    from wsi_pipeline.slides.discover import find_slides
-    from wsi_pipeline.tiling.runner import tile_slides
-
     tile_cfg, extract_cfg = tile_config_of(identity, cfg.mpp), extract_config_of(identity, cfg)
     note = check_weights(identity, cfg)
     if note:

@@ -123,7 +123,7 @@ def _float_or_none(value: object) -> float | None:
 
 class OpenSlideReader(SlideReader):
     def __init__(self, path: Path) -> None:
-        import openslide
+        import openslide  # heavy: OpenSlide
 
         self.path = path
         self._slide = openslide.OpenSlide(str(path))
@@ -196,7 +196,7 @@ class TiatoolboxReader(SlideReader):
         level = self.best_level_for_downsample(downsample)
         level_w, level_h = self.level_dimensions[level]
         image = self.read_region(0, 0, level, level_w, level_h)
-        from skimage.transform import resize
+        from skimage.transform import resize  # heavy: scikit-image
 
         scale = max_px / max(width, height)
         shape = (max(1, round(height * scale)), max(1, round(width * scale)))
@@ -249,7 +249,7 @@ def open_slide(path: Path) -> SlideReader:
     except OSError as exc:
         raise SlideError(f"{path}: cannot read ({exc.strerror})") from exc
 
-    import openslide
+    import openslide  # heavy: OpenSlide
 
     try:
         return OpenSlideReader(path)

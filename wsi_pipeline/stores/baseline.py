@@ -31,7 +31,7 @@ class MeanPoolBaseline:
         z = (np.asarray(pooled, dtype=np.float64) - self.mean) / self.scale
         scores = z @ self.coef.T + self.intercept
         if self.coef.shape[0] == 1:
-            from scipy.special import expit
+            from scipy.special import expit  # heavy: scipy
 
             p1 = expit(scores[:, 0])
             return np.stack([1.0 - p1, p1], axis=1)

@@ -26,8 +26,10 @@ import numpy as np
 
 from wsi_pipeline.errors import WsiError
 from wsi_pipeline.stores.atomic import atomic_path
+from wsi_pipeline.stores.torch_files import load_torch_data
 
 BAG_SUFFIX = ".h5"
+BAG_SUFFIXES = (BAG_SUFFIX, ".pt")  # an `.h5` wins over a CLAM `.pt` of the same name
 FORMAT_NAME = "wsi-feature-bag"
 FORMAT_VERSION = 1
 FeatureDtype = Literal["float16", "float32"]
@@ -42,6 +44,29 @@ _STAMP_V1_TILE_UM = 256.0
 
 def bag_path(out_dir: Path, slide_id: str) -> Path:
     return out_dir / f"{slide_id}{BAG_SUFFIX}"
+
+
+def find_bag(features: Path, slide_id: str) -> Path | None:
+    """The bag of one slide in `features` by the rule of `bags_in_folder` (`.h5` first), or None."""
+    for suffix in BAG_SUFFIXES:
+        path = features / f"{slide_id}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def bags_in_folder(features: Path) -> dict[str, Path]:
+    """slide_id -> bag in `features`, sorted: our and CLAM/TRIDENT/STAMP `.h5` files, and CLAM's `.pt`
+    feature files where no `.h5` has the name. Train and predict list bags with this, eval finds each
+    slide's with `find_bag`: one rule for all three."""
+    if not features.is_dir():
+        raise WsiError(f"{features}: no such folder of feature bags")
+    bags: dict[str, Path] = {}
+    for suffix in reversed(BAG_SUFFIXES):
+        for path in sorted(features.glob(f"*{suffix}")):
+            if path.is_file() and not path.name.startswith("."):
+                bags[path.name[: -len(suffix)]] = path
+    return dict(sorted(bags.items()))
 
 
 class Bag:
@@ -125,7 +150,7 @@ def write_bag(
     Attributes are written last and the file is published only when every row arrived, so an interrupted
     or failed extraction leaves no bag (and no temporary) behind.
     """
-    import h5py
+    import h5py  # heavy: h5py (the HDF5 library)
 
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
     n_tiles = coords.shape[0]
@@ -247,7 +272,7 @@ def model_features(features: np.ndarray, slide_id: str, path: Path) -> np.ndarra
 def compute_autocast(device_type: str, amp: bool) -> Any:
     """The autocast of training and validation (bfloat16 on CUDA when the run used amp, else none); eval
     and predict enter the same one, so a checkpoint's val AUROC is what `wsi eval --split val` gets."""
-    import torch
+    import torch  # heavy: torch
 
     return torch.autocast(
         device_type=device_type, dtype=torch.bfloat16, enabled=amp and device_type == "cuda"
@@ -329,7 +354,7 @@ def _base_meta(path: Path, layout: Layout, features: np.ndarray) -> dict[str, An
 
 @contextmanager
 def _open_h5(path: Path) -> Iterator[Any]:
-    import h5py
+    import h5py  # heavy: h5py (the HDF5 library)
 
     path = Path(path)
     if not path.is_file():
@@ -398,9 +423,7 @@ def _grid_stride(coords: np.ndarray) -> float:
 
 
 def _load_pt_features(path: Path) -> np.ndarray:
-    import torch
-
-    from wsi_pipeline.stores.torch_files import load_torch_data
+    import torch  # heavy: torch
 
     tensor = load_torch_data(path, kind="readable .pt feature file", allowed="only plain tensors are read")
     if not isinstance(tensor, torch.Tensor):

@@ -46,17 +46,10 @@ def plan_geometry(reader: SlideReader, mpp_level0: float, tile_um: float, tile_p
             f"{mpp_level0:g} µm/px (at least {MIN_TILE_PX_LEVEL0} needed); is the µm/px an objective power, "
             "or --tile-um too small?"
         )
-    level = reader.best_level_for_downsample(tile_px_level0 / tile_px)
-    downsample = reader.level_downsamples[level]
-    return TileGeometry(
-        tile_um=tile_um,
-        tile_px=tile_px,
-        mpp_level0=mpp_level0,
-        tile_px_level0=tile_px_level0,
-        read_level=level,
-        read_downsample=downsample,
-        read_px=max(1, round(tile_px_level0 / downsample)),
-    )
+    read_level = reader.best_level_for_downsample(tile_px_level0 / tile_px)
+    read_downsample = reader.level_downsamples[read_level]
+    read_px = max(1, round(tile_px_level0 / read_downsample))
+    return TileGeometry(tile_um, tile_px, mpp_level0, tile_px_level0, read_level, read_downsample, read_px)
 
 
 def grid_coords(

@@ -12,6 +12,7 @@ does not).
 import io
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -116,9 +117,7 @@ def _grow(mask: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def _font(size_px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    from pathlib import Path
-
-    import matplotlib
+    import matplotlib  # heavy: matplotlib
 
     dejavu = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     return ImageFont.truetype(str(dejavu), size_px)

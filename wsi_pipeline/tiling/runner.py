@@ -30,7 +30,14 @@ from wsi_pipeline.progress import RateColumn, progress_bar
 from wsi_pipeline.stores.atomic import claimed_folder
 from wsi_pipeline.stores.tile_store import TileStoreMeta, read_tile_store_meta, store_path
 from wsi_pipeline.tiling.config import TileConfig
-from wsi_pipeline.tiling.slide import FILTERS, SUMMARY_LABELS, SlideJob, summary_fields, tile_slide
+from wsi_pipeline.tiling.slide import (
+    FILTERS,
+    SUMMARY_LABELS,
+    ProgressCallback,
+    SlideJob,
+    summary_fields,
+    tile_slide,
+)
 
 RESOLVED_CONFIG_NAME = "tile_config.yaml"
 SUMMARY_COLUMNS = ["mpp", "mpp source", "level", "kept", "recall", *(SUMMARY_LABELS[f] for f in FILTERS)]
@@ -38,6 +45,9 @@ Decision = Literal["todo", "skip", "fail"]
 
 # The progress queue of a pool worker, set once per process by `_init_worker`.
 _worker_queue: Any = None
+
+# Called with (job index, outcome) as each slide finishes, in completion order.
+FinishedCallback = Callable[[int, SlideOutcome], None]
 
 
 def resume_decision(
@@ -202,7 +212,7 @@ def _print_rate(
     )
 
 
-def _run_here(job: SlideJob, on_progress: Callable[[str, int], None], debug: bool) -> SlideOutcome:
+def _run_here(job: SlideJob, on_progress: ProgressCallback, debug: bool) -> SlideOutcome:
     try:
         return tile_slide(job, on_progress)
     except WsiError as exc:
@@ -216,10 +226,7 @@ def _run_here(job: SlideJob, on_progress: Callable[[str, int], None], debug: boo
 
 
 def _run_ray(
-    jobs: dict[int, SlideJob],
-    backend: Backend,
-    on_progress: Callable[[str, int], None],
-    finished: Callable[[int, SlideOutcome], None],
+    jobs: dict[int, SlideJob], backend: Backend, on_progress: ProgressCallback, finished: FinishedCallback
 ) -> None:
     """One single-core task per slide; tasks may run on other nodes, so every path is absolute."""
     remote_jobs = {
@@ -267,10 +274,7 @@ def _init_worker(progress_queue: Any) -> None:
 
 
 def _run_pool(
-    jobs: dict[int, SlideJob],
-    processes: int,
-    on_progress: Callable[[str, int], None],
-    finished: Callable[[int, SlideOutcome], None],
+    jobs: dict[int, SlideJob], processes: int, on_progress: ProgressCallback, finished: FinishedCallback
 ) -> None:
     """Slides across worker processes; a slide whose worker died is retried alone, so a crash (e.g. in
     the slide library) costs only the slide that caused it."""
@@ -296,8 +300,8 @@ def _pool_pass(
     processes: int,
     context: Any,
     progress_queue: Any,
-    on_progress: Callable[[str, int], None],
-    finished: Callable[[int, SlideOutcome], None],
+    on_progress: ProgressCallback,
+    finished: FinishedCallback,
 ) -> list[int]:
     broken: list[int] = []
     with ProcessPoolExecutor(
@@ -326,7 +330,7 @@ def _pool_pass(
     return sorted(broken)
 
 
-def _drain(progress_queue: Any, on_progress: Callable[[str, int], None]) -> None:
+def _drain(progress_queue: Any, on_progress: ProgressCallback) -> None:
     while True:
         try:
             kind, n = progress_queue.get_nowait()

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from wsi_pipeline.registry import Registry
+from wsi_pipeline.slides.reader import import_tiatoolbox
 from wsi_pipeline.tiling.config import TissueMethod
 
 # Otsu always splits an image in two, even a blank one: on an empty slide it would call half the glass
@@ -58,7 +59,7 @@ INK_MARGIN_UM = 30.0
 def smoothed_saturation(thumbnail: np.ndarray, thumbnail_mpp: float) -> np.ndarray:
     """HSV saturation (0-1) smoothed over `SMOOTHING_UM`; PIL's HSV is skimage's rgb2hsv to 1/255, in a
     tenth of the time."""
-    import cv2
+    import cv2  # heavy: OpenCV
 
     saturation = np.asarray(Image.fromarray(thumbnail).convert("HSV"))[..., 1].astype(np.float32) / 255
     return cv2.GaussianBlur(saturation, (0, 0), SMOOTHING_UM / thumbnail_mpp)
@@ -67,7 +68,7 @@ def smoothed_saturation(thumbnail: np.ndarray, thumbnail_mpp: float) -> np.ndarr
 def otsu_saturation_mask(thumbnail: np.ndarray, thumbnail_mpp: float) -> np.ndarray:
     """Tissue where the smoothed saturation exceeds Otsu's threshold, or the all-tissue threshold when
     Otsu's lower class is coloured (see the module docstring); never below `MIN_TISSUE_SATURATION`."""
-    from skimage.filters import threshold_otsu
+    from skimage.filters import threshold_otsu  # heavy: scikit-image
 
     saturation = smoothed_saturation(thumbnail, thumbnail_mpp)
     if np.ptp(saturation) == 0:
@@ -79,8 +80,6 @@ def otsu_saturation_mask(thumbnail: np.ndarray, thumbnail_mpp: float) -> np.ndar
 
 
 def tiatoolbox_mask(thumbnail: np.ndarray, thumbnail_mpp: float) -> np.ndarray:
-    from wsi_pipeline.slides.reader import import_tiatoolbox
-
     masker = import_tiatoolbox("tiatoolbox.tools.tissuemask").MorphologicalMasker(mpp=thumbnail_mpp)
     return np.asarray(masker.fit_transform(thumbnail[np.newaxis])[0], dtype=bool)
 
@@ -103,7 +102,7 @@ def tissue_mask(thumbnail: np.ndarray, method: TissueMethod, thumbnail_mpp: floa
 
 def ink_mask(thumbnail: np.ndarray, thumbnail_mpp: float) -> np.ndarray:
     """Boolean (h, w) mask of marker ink by the colour rule of the module docstring."""
-    import cv2
+    import cv2  # heavy: OpenCV
 
     # The colour is averaged before it is judged: single pixels of a fine thumbnail (nuclei, fibres,
     # JPEG noise) take any hue, while a stroke of ink is one colour over tens of µm.
@@ -120,6 +119,6 @@ def ink_mask(thumbnail: np.ndarray, thumbnail_mpp: float) -> np.ndarray:
 def _disk(diameter_px: float) -> np.ndarray:
     """A round structuring element about `diameter_px` wide (at least 3 px, so it always does something)."""
     side = max(3, round(diameter_px) | 1)
-    import cv2
+    import cv2  # heavy: OpenCV
 
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))

@@ -16,11 +16,9 @@ from rich.console import Console
 
 from wsi_pipeline.errors import WsiError
 from wsi_pipeline.progress import progress_bar
+from wsi_pipeline.stores.feature_bag import bag_feature_dim, bags_in_folder, load_bag, model_features
 from wsi_pipeline.stores.labels import LabelTable
 from wsi_pipeline.train.config import CacheMode
-
-# Our bags and CLAM/TRIDENT/STAMP HDF5 files; CLAM's `.pt` feature files when no `.h5` has the name.
-BAG_SUFFIXES = (".h5", ".pt")
 
 
 def _listing(names: list[str], limit: int = 10) -> str:
@@ -39,13 +37,7 @@ class Cohort:
 
 
 def match_bags(features_dir: Path, table: LabelTable, allow_missing: bool) -> Cohort:
-    if not features_dir.is_dir():
-        raise WsiError(f"{features_dir}: no such folder of feature bags")
-    bags: dict[str, Path] = {}
-    for suffix in reversed(BAG_SUFFIXES):
-        for p in sorted(features_dir.glob(f"*{suffix}")):
-            if p.is_file() and not p.name.startswith("."):
-                bags[p.name[: -len(suffix)]] = p
+    bags = bags_in_folder(features_dir)
     labelled = [row.slide_id for row in table.rows]
     missing = [s for s in labelled if s not in bags]
     if missing and not allow_missing:
@@ -68,8 +60,6 @@ def match_bags(features_dir: Path, table: LabelTable, allow_missing: bool) -> Co
 
 def common_feature_dim(paths: dict[str, Path]) -> int:
     """The width shared by all bags, from their headers only; bags of another width are named."""
-    from wsi_pipeline.stores.feature_bag import bag_feature_dim
-
     dims = {slide_id: bag_feature_dim(path) for slide_id, path in paths.items()}
     common, _ = Counter(dims.values()).most_common(1)[0]
     odd = [f"{paths[s]} ({d})" for s, d in dims.items() if d != common]
@@ -84,8 +74,6 @@ def common_feature_dim(paths: dict[str, Path]) -> int:
 def read_bag_features(path: Path, slide_id: str | None = None) -> np.ndarray:
     """The (N, D) features of a bag through the one reader and precision policy eval and predict use
     (`stores.feature_bag.model_features`: float16, non-empty, finite, errors naming the slide)."""
-    from wsi_pipeline.stores.feature_bag import load_bag, model_features
-
     return model_features(load_bag(path).features, slide_id or path.stem, path)
 
 

