@@ -65,3 +65,13 @@ def test_dimensions_are_validated(bad: object) -> None:
 def test_register_model_rejects_duplicates() -> None:
     with pytest.raises(ValueError, match="already registered"):
         register_model("vit", ViTConfig)(lambda in_dim, n_classes, config: None)  # type: ignore[arg-type, return-value]
+
+
+def test_score_methods_share_the_registry_shape() -> None:
+    from wsi_pipeline.models.base import SCORERS, register_score_method
+
+    assert {"conservative", "occlusion", "integrated_gradients"} <= set(SCORERS.names())
+    with pytest.raises(ValueError, match="already registered"):
+        register_score_method("occlusion")(lambda model, x, target: x)  # type: ignore[arg-type, return-value]
+    with pytest.raises(ValueError, match="not in SCORE_METHODS"):
+        register_score_method("saliency")(lambda model, x, target: x)  # type: ignore[arg-type, return-value]

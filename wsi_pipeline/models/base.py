@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from wsi_pipeline.models.config import SCORE_METHODS, ModelConfig, ScoreMethod
+from wsi_pipeline.registry import Registry
 
 # Buffers of every MILModel that are the identity until training sets them (standardisation, temperature).
 IDENTITY_BUFFERS = ("feature_mean", "feature_std", "temperature")
@@ -165,8 +166,8 @@ class MILModel(nn.Module, ABC):
             return self._per_bag_scores(
                 lambda m, bag, t: m.tile_scores(bag, None, method, target=t)[0], x, mask, target
             )
-        if method in _SCORERS:
-            return self._per_bag_scores(_SCORERS[method], x, mask, target)
+        if method in SCORERS:
+            return self._per_bag_scores(SCORERS.get(method).build, x, mask, target)
         if method == "layer_relevance":
             ro, per_token = self._layer_relevance(x, mask, target)
         else:
@@ -206,21 +207,18 @@ class MILModel(nn.Module, ABC):
 
 
 # Score methods beyond the read-out ones, one function per name (models/scores.py): (model, one unpadded bag
-# (1, n, D), target or None) -> (n,) scores. `tile_scores` dispatches here first.
+# (1, n, D), target or None) -> (n,) scores. `tile_scores` dispatches here first. The registry shape every
+# named choice uses (`wsi_pipeline/registry.py`): a second registration of a name is refused.
 Scorer = Callable[[MILModel, Tensor, int | None], Tensor]
-_SCORERS: dict[str, Scorer] = {}
+SCORERS: Registry[Scorer] = Registry("score method")
 
 
 def register_score_method(name: str) -> Callable[[Scorer], Scorer]:
-    """Decorator: register a per-bag score method under a name listed in `SCORE_METHODS` (models/config.py)."""
-
-    def decorator(scorer: Scorer) -> Scorer:
-        if name not in SCORE_METHODS or name in _SCORERS:
-            raise ValueError(f"score method {name!r} is not in SCORE_METHODS or is already registered")
-        _SCORERS[name] = scorer
-        return scorer
-
-    return decorator
+    """Decorator: register a per-bag score method under a name listed in `SCORE_METHODS` (models/config.py),
+    the torch-free list the CLI offers."""
+    if name not in SCORE_METHODS:
+        raise ValueError(f"score method {name!r} is not in SCORE_METHODS")
+    return SCORERS.register(name)
 
 
 def require_autograd(method: str) -> None:
