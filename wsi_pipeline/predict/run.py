@@ -258,9 +258,9 @@ def run_prediction(
             cfg, models, info.class_names, identity, patients, out_dir, device, tiles, amp
         )
         outcomes, preds = _predict_all(predict, bags, info.folds, console)
-        _write_outputs(cfg, info, out_dir, features, folds, preds, failed + outcomes, identity_note)
-        faithfulness.annotate_predictions(out_dir / "predictions.csv", predict.deletion)
-        _add_faithfulness(out_dir / "predict_summary.json", predict.deletion)
+        _write_outputs(
+            cfg, info, out_dir, features, folds, preds, failed + outcomes, identity_note, predict.deletion
+        )
         return PredictResult(out_dir, preds, failed + outcomes, tuple(folds))
 
 
@@ -292,9 +292,11 @@ def _write_outputs(
     preds: list[SlidePrediction],
     outcomes: list[SlideOutcome],
     identity_note: str,
+    deletion: dict[str, DeletionTest],
 ) -> None:
     classes = info.class_names
     write_text_atomic(out_dir / "predictions.csv", predictions_csv(preds, classes))
+    faithfulness.annotate_predictions(out_dir / "predictions.csv", deletion)
     write_text_atomic(out_dir / "fold_probabilities.csv", fold_probabilities_csv(preds, classes))
     if cfg.patient_level:
         write_text_atomic(out_dir / "patients.csv", patients_csv(preds, classes))
@@ -312,12 +314,6 @@ def _write_outputs(
         "extractor_identity_note": identity_note or None,
         "n_predicted": len(preds),
         "failed": {o.slide_id: o.reason for o in outcomes if o.status == "failed"},
+        "heatmap_faithfulness": faithfulness.summary(deletion),
     }
     write_text_atomic(out_dir / "predict_summary.json", json.dumps(summary, indent=2) + "\n")
-
-
-def _add_faithfulness(summary_path: Path, deletion: dict[str, DeletionTest]) -> None:
-    """The deletion test's mean over the slides with a heatmap, in predict_summary.json beside the rest."""
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    summary["heatmap_faithfulness"] = faithfulness.summary(deletion)
-    write_text_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
