@@ -191,6 +191,9 @@ def train_model(name: str, train: list[Bag], seed: int, args: argparse.Namespace
     model = build_model(name, in_dim=train[0].x.shape[1], n_classes=2).to(device)
     tiles = torch.cat([b.x for b in train])
     model.set_feature_norm(tiles.mean(dim=0), tiles.std(dim=0).clamp_min(1e-6))
+    model.set_class_means(
+        torch.stack([torch.cat([b.x for b in train if b.label == c]).mean(dim=0) for c in (0, 1)])
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-2)
     order = torch.Generator().manual_seed(seed)
     for _ in range(args.epochs):

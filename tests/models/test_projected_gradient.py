@@ -3,9 +3,7 @@ directions. Its algebra against plain linear algebra, and that it finds planted 
 normalised `vit_sf` reads the bag's variance (the case that defeated the other linear methods)."""
 
 import torch
-from torch import nn
 
-from wsi_pipeline.models import build_model
 from wsi_pipeline.models.scores import (
     CANDIDATE_DIRECTIONS,
     _input_gradient,
@@ -16,6 +14,7 @@ from wsi_pipeline.models.scores import (
 )
 
 from .helpers import IN_DIM, assert_close, bag, small_model
+from .planted import top_k_of, trained_vit_sf
 
 
 def with_feature_norm(name: str = "vit_sf"):
@@ -69,50 +68,11 @@ def test_scores_split_the_first_order_term_of_the_kept_directions() -> None:
     assert_close(scores.sum(), torch.trace(basis.T @ grad.T @ z @ basis), 1e-9, 1e-12)
 
 
-TILES = 400
-
-
-def top_k_precision(scores: torch.Tensor, planted: torch.Tensor) -> float:
-    return float(planted[scores.topk(int(planted.sum())).indices].float().mean())
-
-
-def isotropic_bags(n_bags: int, gen: torch.Generator) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
-    """N(0, I) tiles; in positive bags 30% of them shifted by 4 along one axis (bench_heatmaps' isotropic)."""
-    bags = []
-    for i in range(n_bags):
-        x, planted = torch.randn(TILES, 32, generator=gen), torch.zeros(TILES, dtype=torch.bool)
-        if i % 2:
-            planted[torch.randperm(TILES, generator=gen)[: TILES * 3 // 10]] = True
-            x[planted, 0] += 4.0
-        bags.append((x, i % 2, planted))
-    return bags
-
-
 def test_a_trained_vit_sf_heatmap_finds_the_planted_tiles_of_isotropic_bags() -> None:
     """Sequence norms make `vit_sf` read the bag's variance along the planted axis, so each tile's effect is
     ~(z - mean z)^2 plus per-tile noise that cancels over the bag; the projection must remove that noise."""
-    gen = torch.Generator().manual_seed(0)
-    train, test = isotropic_bags(16, gen), isotropic_bags(6, gen)
-    model = build_model("vit_sf", in_dim=32, n_classes=2, dim=32, heads=4, dim_head=8, mlp_dim=48)
-    tiles = torch.cat([x for x, _, _ in train])
-    model.set_feature_norm(tiles.mean(dim=0), tiles.std(dim=0))
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    for _ in range(6):
-        for x, label, _ in train:
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[None]), torch.tensor([label])).backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        probs = [float(model(x[None]).softmax(-1)[0, 1]) for x, _, _ in test]
-    assert min(probs[1::2]) > max(probs[0::2]), probs  # it classifies: the scores have something to explain
-    top_k = {
-        method: [
-            top_k_precision(model.tile_scores(x[None], method=method, target=1)[0], planted)
-            for x, _, planted in test[1::2]
-        ]
-        for method in ("projected_gradient", "conservative")
-    }
+    model, test = trained_vit_sf()
+    top_k = top_k_of(model, test, ("projected_gradient", "conservative"))
     # Chance is 0.3; a score ranking by the model's own symmetric effect (z - mean z)^2 along the planted axis
     # tops out near 0.7 here (background tiles far on the other side count too); `conservative`: ~0.52.
     assert sum(top_k["projected_gradient"]) / 3 >= 0.5, top_k

@@ -26,7 +26,7 @@ def full_network_logits(model, x: torch.Tensor) -> torch.Tensor:
         return model.classifier(x.mean(dim=1))
     if name == "MeanMaxMLP":
         h = model.embed(x)
-        return model.classifier(torch.cat([h.mean(dim=1), h.amax(dim=1)], dim=-1))
+        return model.classifier(model.standardize(torch.cat([h.mean(dim=1), h.amax(dim=1)], dim=-1)))
     assert name == "TransMIL"
     n = x.shape[1]
     side = int(torch.ceil(torch.tensor(n) ** 0.5))

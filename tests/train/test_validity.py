@@ -15,7 +15,7 @@ from wsi_pipeline.stores.baseline import BASELINE_FILE, load_baseline, mean_pool
 from wsi_pipeline.stores.feature_bag import load_bag
 from wsi_pipeline.stores.run_folder import load_checkpoint, read_run_info, read_splits
 from wsi_pipeline.train import run_training
-from wsi_pipeline.train.bags import BagCache, feature_stats
+from wsi_pipeline.train.bags import BagCache, class_tile_means, feature_stats
 from wsi_pipeline.train.baseline import fit_baseline
 from wsi_pipeline.train.calibration import fit_temperature, nll
 from wsi_pipeline.train.config import TrainConfig
@@ -39,6 +39,20 @@ def test_feature_stats_equal_numpy_even_with_a_large_offset() -> None:
     np.testing.assert_allclose(std.numpy(), tiles.std(axis=0), rtol=1e-5)
 
 
+def test_class_tile_means_are_the_mean_tile_of_each_class() -> None:
+    """Every tile of a class's slides counts once (a mean of tiles, not of bag means); a class without
+    training slides gets zeros, which the score methods read as unknown."""
+    rng = np.random.default_rng(1)
+    bags = {f"s{i}": torch.from_numpy(rng.normal(i, 1, (n, 4))).float() for i, n in enumerate([3, 40, 17, 9])}
+    targets = {"s0": 0, "s1": 1, "s2": 0, "s3": 1}
+    cache = BagCache.of_tensors(bags, torch.device("cpu"))
+    means = class_tile_means(cache, sorted(bags), targets, 3)
+    for c in (0, 1):
+        tiles = np.concatenate([cache.get(s).double().numpy() for s in sorted(bags) if targets[s] == c])
+        np.testing.assert_allclose(means[c].numpy(), tiles.mean(axis=0), rtol=1e-5)
+    assert not means[2].any()
+
+
 def test_standardisation_is_in_the_checkpoint_and_applied_by_a_rebuilt_model(tmp_path: Path) -> None:
     """The training tiles' statistics travel in the checkpoint; a model rebuilt from it (what `wsi eval` and
     prediction use) gives the logits of the network on standardised features, not on raw ones."""
@@ -51,6 +65,13 @@ def test_standardisation_is_in_the_checkpoint_and_applied_by_a_rebuilt_model(tmp
     state = load_checkpoint(run / "checkpoint.pt").state_dict
     np.testing.assert_allclose(state["feature_mean"].numpy(), tiles.mean(axis=0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(state["feature_std"].numpy(), tiles.std(axis=0), rtol=1e-4)
+    classes = {r.slide_id: r.label for r in read_splits(run / "splits.csv")}
+    labels = sorted(set(classes.values()))
+    for c, label in enumerate(labels):  # the class index order of the run: sorted labels
+        of_class = [s for s in _train_ids(run) if classes[s] == label]
+        bags = [load_bag(tmp_path / "features" / f"{s}.h5").features for s in of_class]
+        expected_mean = np.concatenate(bags).astype(np.float64).mean(axis=0)
+        np.testing.assert_allclose(state["class_means"][c].numpy(), expected_mean, rtol=1e-4, atol=1e-5)
 
     (model,) = [fm.model for fm in load_fold_models(read_run_info(run), torch.device("cpu"))]
     x = torch.from_numpy(tiles[:30]).float().unsqueeze(0)

@@ -14,7 +14,7 @@ from wsi_pipeline.models.registry import register_model
 
 class GatedAttentionMIL(MILModel):
     def __init__(self, in_dim: int, n_classes: int, config: ABMILConfig) -> None:
-        super().__init__(config, "attention", in_dim)
+        super().__init__(config, "attention", in_dim, n_classes)
         self.embed = nn.Sequential(nn.Linear(in_dim, config.embed_dim), nn.ReLU(), nn.Dropout(config.dropout))
         self.attention_v = nn.Linear(config.embed_dim, config.attention_dim)
         self.attention_u = nn.Linear(config.embed_dim, config.attention_dim)

@@ -31,8 +31,9 @@ from torch import Tensor, nn
 from wsi_pipeline.models.config import SCORE_METHODS, ModelConfig, ScoreMethod
 from wsi_pipeline.registry import Registry
 
-# Buffers of every MILModel that are the identity until training sets them (standardisation, temperature).
-IDENTITY_BUFFERS = ("feature_mean", "feature_std", "temperature")
+# Buffers of every MILModel that training sets and a model works without (standardisation, temperature: the
+# identity; class tile means: zeros, "unknown", which `evidence_profile` then does without).
+IDENTITY_BUFFERS = ("feature_mean", "feature_std", "temperature", "class_means")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,9 @@ class MILModel(nn.Module, ABC):
 
     unpadded_only = False  # True: a padded batch is scored bag by bag on its real tiles (TransMIL)
 
-    def __init__(self, config: ModelConfig, default_score_method: ScoreMethod, in_dim: int) -> None:
+    def __init__(
+        self, config: ModelConfig, default_score_method: ScoreMethod, in_dim: int, n_classes: int
+    ) -> None:
         super().__init__()
         if default_score_method not in SCORE_METHODS:
             raise ValueError(f"default_score_method must be one of {SCORE_METHODS}")
@@ -103,6 +106,9 @@ class MILModel(nn.Module, ABC):
         self.register_buffer("feature_mean", torch.zeros(in_dim))
         self.register_buffer("feature_std", torch.ones(in_dim))
         self.register_buffer("temperature", torch.ones(()))
+        # Mean raw feature vector of the training tiles of each class's slides: the directions along which
+        # the classes differ, which `evidence_profile` looks along (a single bag may not show them).
+        self.register_buffer("class_means", torch.zeros(n_classes, in_dim))
 
     @property
     def param_dtype(self) -> torch.dtype:
@@ -112,6 +118,10 @@ class MILModel(nn.Module, ABC):
         """Standardise inputs with these per-feature statistics of the training tiles from now on."""
         self.feature_mean.copy_(mean.to(self.feature_mean))
         self.feature_std.copy_(std.to(self.feature_std))
+
+    def set_class_means(self, means: Tensor) -> None:
+        """(n_classes, in_dim) mean raw features of the training tiles of each class's slides."""
+        self.class_means.copy_(means.to(self.class_means))
 
     def inputs(self, x: Tensor) -> Tensor:
         """Tile features as the network sees them: standardised per feature, in the parameters' dtype.

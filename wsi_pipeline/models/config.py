@@ -20,6 +20,7 @@ ScoreMethod = Literal[
     "occlusion",
     "conservative",
     "projected_gradient",
+    "evidence_profile",
 ]
 SCORE_METHODS: tuple[str, ...] = get_args(ScoreMethod)
 
@@ -89,7 +90,8 @@ class MeanLinearConfig(ModelConfig):
 
 
 class MeanMaxMLPConfig(ModelConfig):
-    """`meanmax_mlp`: tiles embedded by Linear + ReLU, mean- and max-pooled, concatenated, then linear."""
+    """`meanmax_mlp`: tiles embedded by Linear + ReLU, mean- and max-pooled, concatenated, standardised with
+    running statistics of the training bags, then linear."""
 
     embed_dim: int = Field(128, gt=0, description="width of the tile embedding that is mean- and max-pooled")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="after the embedding")

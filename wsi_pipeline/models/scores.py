@@ -33,6 +33,22 @@ log-odds is something a tile can move. Each takes one unpadded bag (1, n, D) and
   evidence lies along directions in which its tiles vary (a planted shift, a tile type), which are among
   its top principal directions; keeping only those the model responds to most drops the per-tile noise.
   With all D directions, or a bag of at most `CANDIDATE_DIRECTIONS` tiles, the scores are ``conservative``'s.
+- ``evidence_profile``: the model's *systematic* response along a few directions, integrated from the bag
+  mean to each tile. Directions: where the training classes differ (the model's `class_means`) and the bag's
+  `PROJECTION_RANK` evidence directions (as `projected_gradient` chooses them). Along each direction u, the
+  linearised gradients ``g_j . u`` of the bag's tiles are fitted by a line in the tiles' positions
+  ``t_j = z_j . u`` (least squares over the bag), and tile j scores the integral of that line from the bag
+  mean m to t_j: ``gbar (t_j - m) + beta (t_j - m)^2 / 2``. Linear in N.
+  Why: `projected_gradient` still multiplies each tile's own gradient, which carries the tile's noise through
+  weights a model trained on a few dozen bags never drives to zero, and it finds the evidence only where the
+  bag's own principal directions show it. In 2048-d with the planted tiles 4 sd away in 30 % of the tiles, a
+  bag of 400-1,400 tiles does not show it (the planted variance sits below the noise edge of the bag's
+  spectrum). The fitted line keeps what the model does with a tile's *position* along u, the same for every
+  tile (a constant for a model that reads a mean shift, a slope for one that reads a variance, as `vit_sf`
+  does); the class means give the direction from the training cohort, where a bag cannot. The bag's
+  directions are chosen by the model's response, not by variance alone: along a real bag's top principal
+  directions (tissue variation) the model responds too, and those profiles buried 3 % planted tiles
+  (benchmarks/RESULTS.md, heatmap section).
 """
 
 from collections.abc import Iterator
@@ -232,3 +248,43 @@ def dominant_directions(matrix: Tensor, rank: int, center: Tensor | None = None)
     # Rotate within the converged subspace so its first `rank` columns are the top singular directions.
     _, _, vh = torch.linalg.svd(times(basis), full_matrices=False)
     return basis @ vh[:rank].T
+
+
+@register_score_method("evidence_profile")
+def evidence_profile(model: MILModel, x: Tensor, target: int | None) -> Tensor:
+    require_autograd("evidence_profile")
+    t = resolve_target(model, x, target)
+    with linearised_normalisations(model):
+        grad = _input_gradient(model, x, t)[0] * model.feature_std  # d log-odds / d standardised x
+    z = (upcast(x[0]) - model.feature_mean) / model.feature_std
+    basis = profile_directions(model, grad, z)
+    return profile_integral(grad @ basis, z @ basis).sum(dim=-1)
+
+
+def profile_integral(slope: Tensor, position: Tensor) -> Tensor:
+    """(n, r) per tile and direction: the integral, from the bag mean m to the tile's position t, of the
+    least-squares line through the tiles' (position, slope) pairs: ``gbar d + beta d^2 / 2``, d = t - m.
+    The line passes through (m, gbar), so the integral needs only its slope beta."""
+    d = position - position.mean(dim=0)
+    gbar = slope.mean(dim=0)
+    var = d.square().mean(dim=0)
+    beta = torch.where(var > 0, (d * (slope - gbar)).mean(dim=0) / var.clamp_min(1e-30), 0.0)
+    return gbar * d + beta * d.square() / 2
+
+
+def profile_directions(model: MILModel, grad: Tensor, z: Tensor) -> Tensor:
+    """(D, r) orthonormal: the directions the training classes differ along (in the standardised features),
+    then the bag's `PROJECTION_RANK` evidence directions (`evidence_directions`) with those removed."""
+    contrasts = class_contrasts(model)
+    chosen = evidence_directions(grad, z, PROJECTION_RANK)
+    chosen = chosen - contrasts @ (contrasts.T @ chosen)
+    return torch.linalg.qr(torch.cat([contrasts, chosen], dim=1)).Q
+
+
+def class_contrasts(model: MILModel) -> Tensor:
+    """(D, c) orthonormal basis of the differences between the classes' mean standardised tiles, c <= C - 1;
+    (D, 0) for a model whose class means are unknown (a checkpoint from before they were kept)."""
+    means = (upcast(model.class_means) - model.feature_mean) / model.feature_std
+    _, values, vh = torch.linalg.svd(means - means.mean(dim=0), full_matrices=False)
+    keep = values > 1e-6 * values.max().clamp_min(1e-30)
+    return vh[keep].T

@@ -59,7 +59,7 @@ class TransMIL(MILModel):
     unpadded_only = True
 
     def __init__(self, in_dim: int, n_classes: int, config: TransMILConfig) -> None:
-        super().__init__(config, "layer_relevance", in_dim)
+        super().__init__(config, "layer_relevance", in_dim, n_classes)
         self.fc = nn.Sequential(nn.Linear(in_dim, config.dim), nn.ReLU())
         self.cls_token = nn.Parameter(torch.empty(1, 1, config.dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02)

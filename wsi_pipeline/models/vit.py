@@ -74,7 +74,7 @@ class ViTWSI(MILModel):
         attention: Callable[[bool], MultiHeadAttention],
         default_score_method: ScoreMethod,
     ) -> None:
-        super().__init__(config, default_score_method, in_dim)
+        super().__init__(config, default_score_method, in_dim, n_classes)
         self.embed = nn.Sequential(nn.Linear(in_dim, config.dim), nn.ReLU(), nn.Dropout(config.dropout))
         self.cls_token = nn.Parameter(torch.empty(1, 1, config.dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -149,7 +149,7 @@ def build_vit_sf(in_dim: int, n_classes: int, config: SequenceNormViTConfig) -> 
     def attention(last: bool) -> MultiHeadAttention:
         return SoftmaxFreeAttention(config.dim, config.heads, config.dim_head, config.dropout, config.eps)
 
-    return ViTWSI(in_dim, n_classes, config, attention, "conservative")
+    return ViTWSI(in_dim, n_classes, config, attention, "evidence_profile")
 
 
 @register_model("vit_sima", SimAViTConfig)

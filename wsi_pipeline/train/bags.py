@@ -152,3 +152,22 @@ def feature_stats(cache: BagCache, slide_ids: list[str]) -> tuple[torch.Tensor, 
     assert mean is not None and m2 is not None
     std = (m2 / max(count, 1)).sqrt().clamp_min(STD_FLOOR)
     return mean.float(), std.float()
+
+
+def class_tile_means(
+    cache: BagCache, slide_ids: list[str], targets: dict[str, int], n_classes: int
+) -> torch.Tensor:
+    """(n_classes, D) float32: the mean feature vector over every tile of the slides of each class (zeros for
+    a class without training slides), streamed one bag at a time in float64. What the model keeps as the
+    directions the classes differ along (`MILModel.class_means`)."""
+    sums: torch.Tensor | None = None
+    counts = torch.zeros(n_classes, dtype=torch.float64)
+    for slide_id in slide_ids:
+        x = cache.get(slide_id).to(device="cpu", dtype=torch.float64)
+        if sums is None:
+            sums = torch.zeros(n_classes, x.shape[1], dtype=torch.float64)
+        sums[targets[slide_id]] += x.sum(dim=0)
+        counts[targets[slide_id]] += x.shape[0]
+    if sums is None:
+        raise WsiError("class tile means need at least one training bag")
+    return (sums / counts.clamp_min(1)[:, None]).float()

@@ -37,7 +37,7 @@ from wsi_pipeline.stores.run_folder import (
     save_checkpoint,
     torch_bytes,
 )
-from wsi_pipeline.train.bags import BagCache, feature_stats
+from wsi_pipeline.train.bags import BagCache, class_tile_means, feature_stats
 from wsi_pipeline.train.calibration import fit_temperature, nll
 from wsi_pipeline.train.config import TrainConfig
 from wsi_pipeline.train.process import ProcessRole
@@ -222,6 +222,7 @@ class FoldTrainer:
         self.device, self.role, self.console = device, role, console if role.writes else None
         if cfg.feature_norm == "standardize":  # before `wrap`: DistributedDataParallel copies buffers then
             model.set_feature_norm(*feature_stats(cache, data.train_ids))
+        model.set_class_means(class_tile_means(cache, data.train_ids, data.targets, len(class_names)))
         # What training steps go through (DistributedDataParallel under torchrun); `self.model` stays the
         # plain module, so checkpoints and `last.pt` hold its state dict whatever the number of processes.
         self.net = role.wrap(model, device)

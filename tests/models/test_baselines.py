@@ -1,0 +1,36 @@
+"""`meanmax_mlp`'s pooled values are standardised over the training bags (`RunningStandardize`)."""
+
+import torch
+
+from wsi_pipeline.models.baselines import RunningStandardize
+
+from .helpers import assert_close
+
+
+def test_running_statistics_are_those_of_the_bags_seen() -> None:
+    """While fewer than 1 / momentum bags have been seen, the running mean and variance are exactly the
+    population mean and variance of the pooled vectors so far, one bag per step as in training."""
+    norm = RunningStandardize(5, momentum=0.05).double().train()
+    pooled = torch.randn(12, 5, dtype=torch.float64) * 3 + 7
+    for row in pooled:
+        norm(row[None])
+    var, mean = torch.var_mean(pooled, dim=0, correction=0)
+    assert_close(norm.running_mean, mean, rtol=1e-12, atol=1e-12)
+    assert_close(norm.running_var, var, rtol=1e-12, atol=1e-12)
+
+
+def test_training_bags_come_out_standardised_and_evaluation_leaves_the_statistics_alone() -> None:
+    """After an epoch the training bags come out near zero mean and unit variance per channel (a channel
+    with a large offset and a tiny spread, like a mean over hundreds of tiles, included; the bounds allow for
+    the noise of an exponential average over ~1 / momentum bags), and forwards in eval mode use the
+    statistics without changing them."""
+    norm = RunningStandardize(3, momentum=0.05).train()
+    pooled = torch.randn(400, 3) * torch.tensor([0.01, 1.0, 30.0]) + torch.tensor([0.5, -2.0, 100.0])
+    for row in pooled:
+        norm(row[None])
+    norm.eval()
+    before = norm.running_mean.clone(), norm.running_var.clone()
+    out = norm(pooled)
+    var, mean = torch.var_mean(out, dim=0, correction=0)
+    assert mean.abs().max() < 0.5 and ((var > 0.5) & (var < 2)).all(), (mean, var)
+    assert torch.equal(norm.running_mean, before[0]) and torch.equal(norm.running_var, before[1])
