@@ -15,7 +15,7 @@ from wsi_pipeline.stores.baseline import BASELINE_FILE, load_baseline, mean_pool
 from wsi_pipeline.stores.feature_bag import load_bag
 from wsi_pipeline.stores.run_folder import load_checkpoint, read_run_info, read_splits
 from wsi_pipeline.train import run_training
-from wsi_pipeline.train.bags import BagCache, class_tile_means, feature_stats
+from wsi_pipeline.train.bags import BagCache, tile_statistics
 from wsi_pipeline.train.baseline import fit_baseline
 from wsi_pipeline.train.calibration import fit_temperature, nll
 from wsi_pipeline.train.config import TrainConfig
@@ -33,7 +33,10 @@ def test_feature_stats_equal_numpy_even_with_a_large_offset() -> None:
         f"s{i}": torch.from_numpy(rng.normal(0, 1, (n, 5)) * 0.25 + 512.0).half()
         for i, n in enumerate([3, 40, 17])
     }
-    mean, std = feature_stats(BagCache.of_tensors(bags, torch.device("cpu")), sorted(bags))
+    cache = BagCache.of_tensors(bags, torch.device("cpu"))
+    # Two classes: the per-class moments are merged into the cohort's, which must lose nothing either.
+    stats = tile_statistics(cache, sorted(bags), {"s0": 0, "s1": 1, "s2": 0}, 2)
+    mean, std = stats.mean, stats.std
     tiles = np.concatenate([b.double().numpy() for b in bags.values()])
     np.testing.assert_allclose(mean.numpy(), tiles.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(std.numpy(), tiles.std(axis=0), rtol=1e-5)
@@ -46,7 +49,7 @@ def test_class_tile_means_are_the_mean_tile_of_each_class() -> None:
     bags = {f"s{i}": torch.from_numpy(rng.normal(i, 1, (n, 4))).float() for i, n in enumerate([3, 40, 17, 9])}
     targets = {"s0": 0, "s1": 1, "s2": 0, "s3": 1}
     cache = BagCache.of_tensors(bags, torch.device("cpu"))
-    means = class_tile_means(cache, sorted(bags), targets, 3)
+    means = tile_statistics(cache, sorted(bags), targets, 3).class_means
     for c in (0, 1):
         tiles = np.concatenate([cache.get(s).double().numpy() for s in sorted(bags) if targets[s] == c])
         np.testing.assert_allclose(means[c].numpy(), tiles.mean(axis=0), rtol=1e-5)

@@ -84,7 +84,8 @@ class RunningStandardize(nn.Module):
     def _update(self, pooled: Tensor) -> None:
         for row in pooled:
             self.bags_seen += 1
-            rate = max(self.momentum, 1.0 / float(self.bags_seen))
+            # On the statistics' device: a Python float of `bags_seen` would stall CUDA every step.
+            rate = (1.0 / self.bags_seen.to(self.running_mean.dtype)).clamp_min(self.momentum)
             delta = row - self.running_mean
             self.running_mean += rate * delta
             # West's update: exact while the rate is 1 / bags_seen (the first bag sets var to 0).

@@ -209,13 +209,19 @@ def projected_gradient(model: MILModel, x: Tensor, target: int | None) -> Tensor
 def projected_gradient_input(model: MILModel, x: Tensor, target: int, rank: int) -> Tensor:
     """(n,) ``conservative`` gradient x input of one bag in the standardised features, restricted to the
     `rank` evidence directions of the bag (module docstring)."""
-    with linearised_normalisations(model):
-        grad = _input_gradient(model, x, target)[0] * model.feature_std  # d log-odds / d standardised x
-    z = (upcast(x[0]) - model.feature_mean) / model.feature_std  # the standardised x; 0 = training mean
+    grad, z = standardised_gradient(model, x, target)
     if rank >= z.shape[1] or z.shape[0] <= CANDIDATE_DIRECTIONS:  # nothing to remove / too few to tell
         return (grad * z).sum(dim=-1)
     basis = evidence_directions(grad, z, rank)
     return ((grad @ basis) * (z @ basis)).sum(dim=-1)
+
+
+def standardised_gradient(model: MILModel, x: Tensor, target: int) -> tuple[Tensor, Tensor]:
+    """(n, D) each: ``conservative``'s d log-odds / d standardised x of one bag, and the standardised x
+    itself (0 = the training mean), the coordinates `projected_gradient` and `evidence_profile` work in."""
+    with linearised_normalisations(model):
+        grad = _input_gradient(model, x, target)[0] * model.feature_std
+    return grad, (upcast(x[0]) - model.feature_mean) / model.feature_std
 
 
 def evidence_directions(grad: Tensor, z: Tensor, rank: int) -> Tensor:
@@ -253,10 +259,7 @@ def dominant_directions(matrix: Tensor, rank: int, center: Tensor | None = None)
 @register_score_method("evidence_profile")
 def evidence_profile(model: MILModel, x: Tensor, target: int | None) -> Tensor:
     require_autograd("evidence_profile")
-    t = resolve_target(model, x, target)
-    with linearised_normalisations(model):
-        grad = _input_gradient(model, x, t)[0] * model.feature_std  # d log-odds / d standardised x
-    z = (upcast(x[0]) - model.feature_mean) / model.feature_std
+    grad, z = standardised_gradient(model, x, resolve_target(model, x, target))
     basis = profile_directions(model, grad, z)
     return profile_integral(grad @ basis, z @ basis).sum(dim=-1)
 

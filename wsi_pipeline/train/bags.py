@@ -126,48 +126,55 @@ class BagCache:
 STD_FLOOR = 1e-6
 
 
-def feature_stats(cache: BagCache, slide_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-feature mean and std (float32, std floored at STD_FLOOR) over every tile of `slide_ids`.
+@dataclass(frozen=True)
+class TileStatistics:
+    """What training learns from its tiles before the first step; all float32."""
 
-    Streamed one bag at a time, accumulated in float64 with Chan's pairwise merge of (count, mean, M2):
-    features with a large offset and a tiny spread (random-init extractors) would lose their variance to
-    cancellation in a sum-of-squares formula.
-    """
+    mean: torch.Tensor  # (D,) per-feature mean over every training tile
+    std: torch.Tensor  # (D,) per-feature std, floored at STD_FLOOR
+    class_means: torch.Tensor  # (n_classes, D) mean tile of each class; zeros for a class without tiles
+
+
+class _Moments:
+    """Count, mean and sum of squared deviations of the tiles seen, float64, merged with Chan's pairwise
+    formula: features with a large offset and a tiny spread (random-init extractors) would lose their
+    variance to cancellation in a sum-of-squares formula."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean = torch.zeros(0, dtype=torch.float64)
+        self.m2 = torch.zeros(0, dtype=torch.float64)
+
+    def add(self, x: torch.Tensor) -> None:
+        mean = x.mean(dim=0)
+        self.merge(x.shape[0], mean, ((x - mean) ** 2).sum(dim=0))
+
+    def merge(self, count: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        if count == 0:
+            return
+        if self.count == 0:
+            self.count, self.mean, self.m2 = count, mean, m2
+            return
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (count / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.count * count / total)
+        self.count = total
+
+
+def tile_statistics(
+    cache: BagCache, slide_ids: list[str], targets: dict[str, int], n_classes: int
+) -> TileStatistics:
+    """Per-feature mean and std over every tile of `slide_ids`, and each class's mean tile, in one pass that
+    streams one bag at a time (with `cache: none` every bag is read from disk once)."""
     if not slide_ids:
         raise WsiError("feature standardisation needs at least one training bag")
-    count, mean, m2 = 0, None, None
+    per_class = [_Moments() for _ in range(n_classes)]
     for slide_id in slide_ids:
-        x = cache.get(slide_id).to(device="cpu", dtype=torch.float64)
-        n = x.shape[0]
-        bag_mean = x.mean(dim=0)
-        bag_m2 = ((x - bag_mean) ** 2).sum(dim=0)
-        if mean is None or m2 is None:
-            count, mean, m2 = n, bag_mean, bag_m2
-            continue
-        total = count + n
-        delta = bag_mean - mean
-        mean = mean + delta * (n / total)
-        m2 = m2 + bag_m2 + delta**2 * (count * n / total)
-        count = total
-    assert mean is not None and m2 is not None
-    std = (m2 / max(count, 1)).sqrt().clamp_min(STD_FLOOR)
-    return mean.float(), std.float()
-
-
-def class_tile_means(
-    cache: BagCache, slide_ids: list[str], targets: dict[str, int], n_classes: int
-) -> torch.Tensor:
-    """(n_classes, D) float32: the mean feature vector over every tile of the slides of each class (zeros for
-    a class without training slides), streamed one bag at a time in float64. What the model keeps as the
-    directions the classes differ along (`MILModel.class_means`)."""
-    sums: torch.Tensor | None = None
-    counts = torch.zeros(n_classes, dtype=torch.float64)
-    for slide_id in slide_ids:
-        x = cache.get(slide_id).to(device="cpu", dtype=torch.float64)
-        if sums is None:
-            sums = torch.zeros(n_classes, x.shape[1], dtype=torch.float64)
-        sums[targets[slide_id]] += x.sum(dim=0)
-        counts[targets[slide_id]] += x.shape[0]
-    if sums is None:
-        raise WsiError("class tile means need at least one training bag")
-    return (sums / counts.clamp_min(1)[:, None]).float()
+        per_class[targets[slide_id]].add(cache.get(slide_id).to(device="cpu", dtype=torch.float64))
+    total = _Moments()
+    for moments in per_class:
+        total.merge(moments.count, moments.mean, moments.m2)
+    std = (total.m2 / total.count).sqrt().clamp_min(STD_FLOOR)
+    class_means = [m.mean if m.count else torch.zeros_like(total.mean) for m in per_class]
+    return TileStatistics(total.mean.float(), std.float(), torch.stack(class_means).float())

@@ -37,7 +37,7 @@ from wsi_pipeline.stores.run_folder import (
     save_checkpoint,
     torch_bytes,
 )
-from wsi_pipeline.train.bags import BagCache, class_tile_means, feature_stats
+from wsi_pipeline.train.bags import BagCache, tile_statistics
 from wsi_pipeline.train.calibration import fit_temperature, nll
 from wsi_pipeline.train.config import TrainConfig
 from wsi_pipeline.train.process import ProcessRole
@@ -220,9 +220,11 @@ class FoldTrainer:
         self.cfg, self.model, self.model_config = cfg, model, model_config
         self.class_names, self.in_dim, self.cache, self.data = class_names, in_dim, cache, data
         self.device, self.role, self.console = device, role, console if role.writes else None
-        if cfg.feature_norm == "standardize":  # before `wrap`: DistributedDataParallel copies buffers then
-            model.set_feature_norm(*feature_stats(cache, data.train_ids))
-        model.set_class_means(class_tile_means(cache, data.train_ids, data.targets, len(class_names)))
+        # Before `wrap`: DistributedDataParallel copies buffers then.
+        stats = tile_statistics(cache, data.train_ids, data.targets, len(class_names))
+        if cfg.feature_norm == "standardize":
+            model.set_feature_norm(stats.mean, stats.std)
+        model.set_class_means(stats.class_means)
         # What training steps go through (DistributedDataParallel under torchrun); `self.model` stays the
         # plain module, so checkpoints and `last.pt` hold its state dict whatever the number of processes.
         self.net = role.wrap(model, device)
