@@ -41,6 +41,7 @@ def train(
     epochs: int = typer.Option(None, "--epochs", min=1, help=_help("epochs")),
     lr: float = typer.Option(None, "--lr", help=_help("lr")),
     weight_decay: float = typer.Option(None, "--weight-decay", help=_help("weight_decay")),
+    l2: float = typer.Option(None, "--l2", help=_help("l2")),
     seed: int = typer.Option(None, "--seed", help=_help("seed")),
     folds: int = typer.Option(None, "--folds", min=1, help=_help("folds")),
     patience: int = typer.Option(None, "--patience", min=1, help=_help("patience")),

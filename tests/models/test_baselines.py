@@ -1,10 +1,10 @@
-"""`meanmax_mlp`'s pooled values are standardised over the training bags (`RunningStandardize`)."""
+"""The pooling baselines standardise their pooled values over the training bags (`RunningStandardize`)."""
 
 import torch
 
 from wsi_pipeline.models.baselines import RunningStandardize
 
-from .helpers import assert_close
+from .helpers import assert_close, small_model
 
 
 def test_running_statistics_are_those_of_the_bags_seen() -> None:
@@ -34,3 +34,19 @@ def test_training_bags_come_out_standardised_and_evaluation_leaves_the_statistic
     var, mean = torch.var_mean(out, dim=0, correction=0)
     assert mean.abs().max() < 0.5 and ((var > 0.5) & (var < 2)).all(), (mean, var)
     assert torch.equal(norm.running_mean, before[0]) and torch.equal(norm.running_var, before[1])
+
+
+def test_a_checkpoint_from_before_the_standardisation_loads_with_identity_statistics() -> None:
+    """`meanmax_mlp` state dicts written before the model standardised their pooled values have no `standardize.*`
+    buffers; strict loading must accept them and set the identity (mean 0, variance 1), whatever statistics
+    the receiving model held, so the old model's logits come back."""
+    name = "meanmax_mlp"
+    state = {k: v for k, v in small_model(name).state_dict().items() if not k.startswith("standardize.")}
+    assert len(state) < len(small_model(name).state_dict())
+    model = small_model(name)
+    with torch.no_grad():
+        model.standardize.running_mean.normal_()
+        model.standardize.running_var.uniform_(2.0, 3.0)
+    model.load_state_dict(state)  # strict
+    pooled = torch.randn(4, model.standardize.running_mean.numel())
+    assert_close(model.standardize(pooled), pooled, rtol=1e-5, atol=1e-6)
