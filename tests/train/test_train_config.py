@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from wsi_pipeline.errors import ConfigError
-from wsi_pipeline.train.config import TrainConfig, resolve_train_config
+from wsi_pipeline.train.config import MODEL_DEFAULTS, TrainConfig, resolve_train_config
 
 
 def test_options_win_over_the_file_and_the_file_over_the_code_defaults(tmp_path: Path) -> None:
@@ -30,3 +30,19 @@ def test_typos_and_bad_values_are_one_line_errors(tmp_path: Path) -> None:
     bad.write_text("split_fractions: {train: 0.5, val: 0.1, test: 0.1}\n")
     with pytest.raises(ConfigError, match="must be 1"):
         resolve_train_config(bad, {}, tmp_path / "run", resume=False)
+
+
+def test_resuming_a_run_saved_before_a_per_model_setting_existed_keeps_what_it_trained_with(
+    tmp_path: Path,
+) -> None:
+    """A saved config.yaml is complete; one without `l2` predates it, so the run trained at l2 = 0 and must
+    not switch to `abmil`'s newer default when resumed. An option given again still wins."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: abmil\nlr: 0.0005\nepochs: 3\n")
+    assert resolve_train_config(None, {"l2": None, "epochs": None}, run, resume=True).l2 == 0.0
+    assert resolve_train_config(None, {"l2": 0.5}, run, resume=True).l2 == 0.5
+    fresh = resolve_train_config(None, {"model": "abmil"}, tmp_path / "new", resume=True)
+    assert fresh.l2 == MODEL_DEFAULTS["abmil"]["l2"]  # a new run takes the model's default
+    (run / "config.yaml").write_text("model: abmil\nlr: 0.0005\nl2: 0.01\n")
+    assert resolve_train_config(None, {}, run, resume=True).l2 == 0.01

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from wsi_pipeline.config import load_config
+from wsi_pipeline.config import load_config, read_yaml_mapping
 
 CacheMode = Literal["memory", "device", "none"]
 FeatureNorm = Literal["standardize", "none"]
@@ -130,4 +130,18 @@ def resolve_train_config(
     saved = run_dir / "config.yaml"
     if config_file is None and resume and saved.is_file():
         config_file = saved
+        given = {key: value for key, value in overrides.items() if value is not None}
+        overrides = {**settings_the_run_predates(saved, given), **given}
     return load_config(TrainConfig, config_file, overrides)
+
+
+def settings_the_run_predates(saved: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Per-model settings missing from a run's saved config.yaml, at their plain field defaults.
+
+    A saved config is complete, so a missing key is a setting added after the run started (`l2`); the run
+    trained without it, i.e. at the field's plain default, and resuming must not switch it to the model's
+    newer default mid-run."""
+    values = read_yaml_mapping(saved)
+    model = overrides.get("model") or values.get("model") or TrainConfig.model_fields["model"].default
+    fields = TrainConfig.model_fields
+    return {key: fields[key].default for key in MODEL_DEFAULTS.get(str(model), {}) if key not in values}
