@@ -2,8 +2,7 @@
 
 Sets: published multiple-instance sets (`.npz` with `features`, `bag_ptr`, `bag_labels` in `--mil-dir`: Musk2
 and Fox as in ../shared/data/mil; Musk1, Tiger and Elephant from benchmarks/mil_jld_to_npz.py; attention MIL's
-published bag accuracy in PUBLISHED_ACCURACY), and two cohorts
-of real tiles, `tiles_sparse` and `tiles_mix` (see `build_tile_cohort`): bags drawn from the two real slides
+published bag accuracy in PUBLISHED_ACCURACY), and two cohorts of real tiles, `tiles_sparse` and `tiles_mix` (see `build_tile_cohort`): bags drawn from the two real slides
 in tests/data after `wsi tile --tile-um 32 --tile-px 64 --mpp 0.25` (small tiles, so two small slides give
 ~650 tiles each) and `wsi extract --random-init`; run here into benchmarks/out/real_tiles unless
 `--tile-features` names such a folder.

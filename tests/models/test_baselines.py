@@ -1,7 +1,12 @@
 """The pooling baselines standardise their pooled values over the training bags (`RunningStandardize`)."""
 
+from pathlib import Path
+
+import pytest
 import torch
 
+from wsi_pipeline.errors import WsiError
+from wsi_pipeline.inference.fold_models import load_weights
 from wsi_pipeline.models.baselines import RunningStandardize
 
 from .helpers import assert_close, small_model
@@ -36,17 +41,17 @@ def test_training_bags_come_out_standardised_and_evaluation_leaves_the_statistic
     assert torch.equal(norm.running_mean, before[0]) and torch.equal(norm.running_var, before[1])
 
 
-def test_a_checkpoint_from_before_the_standardisation_loads_with_identity_statistics() -> None:
-    """`meanmax_mlp` state dicts written before the model standardised their pooled values have no `standardize.*`
-    buffers; strict loading must accept them and set the identity (mean 0, variance 1), whatever statistics
-    the receiving model held, so the old model's logits come back."""
-    name = "meanmax_mlp"
-    state = {k: v for k, v in small_model(name).state_dict().items() if not k.startswith("standardize.")}
-    assert len(state) < len(small_model(name).state_dict())
-    model = small_model(name)
-    with torch.no_grad():
-        model.standardize.running_mean.normal_()
-        model.standardize.running_var.uniform_(2.0, 3.0)
-    model.load_state_dict(state)  # strict
+def test_a_checkpoint_from_before_the_standardisation_loads_with_identity_statistics(tmp_path: Path) -> None:
+    """`meanmax_mlp` weights written before the model standardised its pooled values have no `standardize.*`
+    buffers; the loader `wsi eval` and `wsi predict` use must accept them with the identity (mean 0,
+    variance 1), so the old model's logits come back, and still refuse weights that lack anything else."""
+    old = small_model("meanmax_mlp")
+    state = {k: v for k, v in old.state_dict().items() if not k.startswith("standardize.")}
+    assert len(state) < len(old.state_dict())
+    model = small_model("meanmax_mlp")
+    load_weights(model, state, "meanmax_mlp", tmp_path / "checkpoint.pt")
     pooled = torch.randn(4, model.standardize.running_mean.numel())
     assert_close(model.standardize(pooled), pooled, rtol=1e-5, atol=1e-6)
+    del state["classifier.weight"]
+    with pytest.raises(WsiError, match=r"1 missing \(e.g. classifier.weight\)"):
+        load_weights(small_model("meanmax_mlp"), state, "meanmax_mlp", tmp_path / "checkpoint.pt")

@@ -39,7 +39,8 @@ def load_weights(model: torch.nn.Module, state: dict[str, Any], model_name: str,
     """Weights that do not fit the model their checkpoint names (another model's, edited by hand) are one
     line naming the file, not torch's list of every key."""
     target = model.state_dict()
-    # A checkpoint from before inputs were standardised and calibrated: those buffers stay at identity.
+    # A checkpoint from before inputs (or pooled values) were standardised and calibrated: those buffers stay at
+    # the built model's initial values, the identity.
     state = {**{k: target[k] for k in IDENTITY_BUFFERS if k in target and k not in state}, **state}
     missing = [k for k in target if k not in state]
     unexpected = [k for k in state if k not in target]

@@ -31,9 +31,19 @@ from torch import Tensor, nn
 from wsi_pipeline.models.config import SCORE_METHODS, ModelConfig, ScoreMethod
 from wsi_pipeline.registry import Registry
 
-# Buffers of every MILModel that training sets and a model works without (standardisation, temperature: the
-# identity; class tile means: zeros, "unknown", which `evidence_profile` then does without).
-IDENTITY_BUFFERS = ("feature_mean", "feature_std", "temperature", "class_means")
+# Buffers that training sets and a model works without, so a checkpoint written before they existed loads with
+# the model's initial values (standardisation, temperature: the identity; class tile means: zeros, "unknown",
+# which `evidence_profile` then does without). Every MILModel has the first four; `meanmax_mlp` has the
+# running statistics of its pooled values (`baselines.RunningStandardize`, mean 0 and variance 1).
+IDENTITY_BUFFERS = (
+    "feature_mean",
+    "feature_std",
+    "temperature",
+    "class_means",
+    "standardize.running_mean",
+    "standardize.running_var",
+    "standardize.bags_seen",
+)
 
 
 @dataclass(frozen=True)

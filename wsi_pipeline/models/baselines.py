@@ -17,8 +17,6 @@ of tile types (benchmarks/bench_real.py, `tiles_mix`) the model fell to AUROC 0.
 on the same pooled values, standardised, reached 0.92.
 """
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
@@ -74,17 +72,6 @@ class RunningStandardize(nn.Module):
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
         self.register_buffer("bags_seen", torch.zeros((), dtype=torch.long))
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        """Checkpoints written before `meanmax_mlp` standardised its pooled values lack these buffers: they load
-        with the initial mean 0 and variance 1, the identity (up to eps), which is the model they were trained as."""
-        identity = {
-            "running_mean": torch.zeros_like(self.running_mean),
-            "running_var": torch.ones_like(self.running_var),
-            "bags_seen": torch.zeros_like(self.bags_seen),
-        }
-        state_dict.update({prefix + k: v for k, v in identity.items() if prefix + k not in state_dict})
-        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, pooled: Tensor) -> Tensor:
         """(B, C) -> (B, C) standardised."""
