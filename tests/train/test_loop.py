@@ -124,6 +124,15 @@ def test_stops_after_patience_epochs_without_a_better_val_score(tmp_path: Path) 
     assert len(_history(tmp_path / "run")) == 3
 
 
+def test_select_on_last_trains_the_whole_schedule_and_keeps_its_final_epoch(tmp_path: Path) -> None:
+    small_cohort(tmp_path, 24)
+    # The same frozen val score that stops the run above after 3 epochs.
+    cfg = quick_config(tmp_path, epochs=6, patience=2, lr=1e-30, select_on="last")
+    fold = run_training(cfg, tmp_path / "run").folds[0]
+    assert (fold.stopped_early, fold.best_epoch, fold.epochs_run) == (False, 6, 6)
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt").epoch == 6
+
+
 def test_kfold_trains_one_model_per_fold_and_summarises(tmp_path: Path) -> None:
     small_cohort(tmp_path, 30, slides_per_patient=2)
     summary = run_training(quick_config(tmp_path, epochs=1, folds=3), tmp_path / "run")

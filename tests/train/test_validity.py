@@ -19,7 +19,8 @@ from wsi_pipeline.train.bags import BagCache, tile_statistics
 from wsi_pipeline.train.baseline import fit_baseline
 from wsi_pipeline.train.calibration import fit_temperature, nll
 from wsi_pipeline.train.config import TrainConfig
-from wsi_pipeline.train.loop import EarlyStopping
+from wsi_pipeline.train.loop import EarlyStopping, FoldData
+from wsi_pipeline.train.run import small_validation_warning
 
 
 def _train_ids(run: Path) -> list[str]:
@@ -114,6 +115,23 @@ def test_select_on_loss_or_auroc_and_min_epochs() -> None:
         assert not late.should_stop  # no stop before min_epochs, however many bad epochs
     late.update(0.5, 1.0, 4)
     assert late.should_stop
+
+
+def test_select_on_last_keeps_the_final_epoch_and_never_stops() -> None:
+    stopper = EarlyStopping(patience=1, min_epochs=1, select_on="last")
+    for epoch, (auroc, loss) in enumerate([(0.9, 0.2), (0.5, 0.9), (0.4, 1.5)], start=1):
+        assert stopper.update(auroc, loss, epoch)  # worse on both counts, still the one kept
+        assert not stopper.should_stop
+    assert (stopper.best_epoch, stopper.best_auroc, stopper.best_loss) == (3, 0.4, 1.5)
+
+
+def test_small_validation_warning_names_what_the_validation_set_decides(tmp_path: Path) -> None:
+    targets = {f"s{i}": i % 2 for i in range(12)}
+    data = FoldData(0, tmp_path, sorted(targets)[:4], sorted(targets)[4:], targets)  # 8 val slides
+    selecting = small_validation_warning(data, ("a", "b"), "loss")
+    last = small_validation_warning(data, ("a", "b"), "last")
+    assert selecting is not None and "chosen epoch" in selecting
+    assert last is not None and "chosen epoch" not in last and "temperature is noisy" in last
 
 
 def test_temperature_fitted_on_validation_lowers_its_nll() -> None:

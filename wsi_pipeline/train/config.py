@@ -25,7 +25,7 @@ from wsi_pipeline.config import load_config, read_yaml_mapping
 
 CacheMode = Literal["memory", "device", "none"]
 FeatureNorm = Literal["standardize", "none"]
-SelectOn = Literal["loss", "auroc"]
+SelectOn = Literal["loss", "auroc", "last"]
 
 
 class SplitFractions(BaseModel):
@@ -100,7 +100,9 @@ class TrainConfig(BaseModel):
     patience: int = Field(10, ge=1, description="epochs without a better selected epoch before stopping")
     min_epochs: int = Field(10, ge=1, description="epochs always trained before early stopping may fire")
     select_on: SelectOn = Field(
-        "loss", description="best epoch by val loss (ties: higher AUROC) or val AUROC (ties: lower loss)"
+        "loss",
+        description="best epoch by val loss (ties: higher AUROC), by val AUROC (ties: lower loss), or last: the "
+        "schedule's final epoch, no early stopping (val bags then only fit the temperature)",
     )
     feature_norm: FeatureNorm = Field(
         "standardize", description="z-score each feature with the training tiles' mean and std (in the model)"

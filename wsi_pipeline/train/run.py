@@ -238,7 +238,7 @@ class _FoldRun:
             clean_stale_temporaries(out)
         targets = {row.slide_id: self.cohort.table.class_index(row.label) for row in self.cohort.table.rows}
         data = _fold_data(self.splits, fold, out, targets)
-        _prepare_fold(data, self.cache, class_names, role, self.say)
+        _prepare_fold(data, self.cache, class_names, cfg, role, self.say)
         torch.manual_seed(cfg.seed + fold)
         in_dim = self.cohort.in_dim
         model = build_model(cfg.model, in_dim=in_dim, n_classes=len(class_names), **cfg.model_overrides)
@@ -264,8 +264,11 @@ def _fold_data(splits: list[SplitRow], fold: int, out: Path, targets: dict[str, 
     )
 
 
-def small_validation_warning(data: FoldData, class_names: tuple[str, ...]) -> str | None:
-    """A one-line warning when the validation set is too small to choose an epoch or fit a temperature."""
+def small_validation_warning(
+    data: FoldData, class_names: tuple[str, ...], select_on: str = "loss"
+) -> str | None:
+    """A one-line warning when the validation set is too small to choose an epoch or fit a temperature
+    (`select_on: last` chooses no epoch)."""
     counts = Counter(data.targets[s] for s in data.val_ids)
     low = [f"{name} {counts[i]}" for i, name in enumerate(class_names) if counts[i] < MIN_VAL_PER_CLASS]
     if len(data.val_ids) >= MIN_VAL_SLIDES and not low:
@@ -273,17 +276,23 @@ def small_validation_warning(data: FoldData, class_names: tuple[str, ...]) -> st
     return (
         f"validation set of {len(data.val_ids)} slides"
         + (f" ({', '.join(low)})" if low else "")
-        + f" is below {MIN_VAL_SLIDES} slides / {MIN_VAL_PER_CLASS} per class: the chosen epoch and the "
-        "temperature are noisy; give more slides a val split (split column or --folds)"
+        + f" is below {MIN_VAL_SLIDES} slides / {MIN_VAL_PER_CLASS} per class: "
+        + ("the temperature is" if select_on == "last" else "the chosen epoch and the temperature are")
+        + " noisy; give more slides a val split (split column or --folds)"
     )
 
 
 def _prepare_fold(
-    data: FoldData, cache: BagCache, class_names: tuple[str, ...], role: ProcessRole, say: Callable[..., None]
+    data: FoldData,
+    cache: BagCache,
+    class_names: tuple[str, ...],
+    cfg: TrainConfig,
+    role: ProcessRole,
+    say: Callable[..., None],
 ) -> None:
     """Warn about a small validation set; fit the mean-pooled baseline on the training bags (seconds), which
     `wsi eval` reports next to the model."""
-    warning = small_validation_warning(data, class_names)
+    warning = small_validation_warning(data, class_names, cfg.select_on)
     if warning is not None:
         say(f"[yellow]warning[/]: fold {data.fold}: {warning}")
     path = data.out_dir / BASELINE_FILE
