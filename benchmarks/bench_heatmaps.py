@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -394,6 +395,10 @@ def parse_args() -> argparse.Namespace:
         parser.add_argument(f"--{name}", type=int)
     parser.add_argument("--occlusion-seeds", type=int, default=1, help="seeds on which the reference runs")
     parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. seeds-1 only")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes; seeds dealt round-robin, results merged"
+    )
+    parser.add_argument("--only-seeds", type=int, nargs="+", help=argparse.SUPPRESS)  # a worker's share
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--noise", type=float, default=0.3)
     parser.add_argument("--shift", type=float, default=24.0, help="planted shift of `lowrank`, `combination`")
@@ -414,13 +419,58 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report of several runs' (workers, or runs over different seeds): the first one's settings."""
+    merged = reports[0] | {"runs": [run for r in reports for run in r["runs"]]}
+    merged["settings"] = merged["settings"] | {"seeds": len({run["seed"] for run in merged["runs"]})}
+    return merged
+
+
+def worker_argv(part: Path, seeds: list[int]) -> list[str]:
+    """This script's own command line for one worker (later options win in argparse)."""
+    tag = part.stem.removeprefix("heatmaps_")
+    return [
+        sys.executable,
+        __file__,
+        *sys.argv[1:],
+        "--workers",
+        "1",
+        "--tag",
+        tag,
+        "--only-seeds",
+        *map(str, seeds),
+    ]
+
+
+def run_workers(args: argparse.Namespace, path: Path) -> None:
+    """Seeds dealt round-robin to `--workers` child processes of this script (seed 0, which alone runs the
+    occlusion reference, costs most), their reports merged into `path`. A worker's own JSON stays behind
+    when any worker fails, for `--report-only`."""
+    if "real" in args.generators:
+        ensure_real_features(args.real_features)  # once, before workers could race to build them
+    seeds = list(range(args.first_seed, args.seeds))
+    shares = [seeds[i :: args.workers] for i in range(args.workers) if seeds[i :: args.workers]]
+    parts = [path.with_name(f"{path.stem}_w{i}.json") for i in range(len(shares))]
+    started = time.perf_counter()
+    children = [subprocess.Popen(worker_argv(part, share)) for part, share in zip(parts, shares, strict=True)]
+    if any(child.wait() != 0 for child in children):
+        sys.exit(f"a worker failed; what finished is in {', '.join(p.name for p in parts)} (--report-only)")
+    merged = merge_reports([json.loads(part.read_text()) for part in parts])
+    merged["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+    merged["wall_s"] = time.perf_counter() - started
+    write_report(merged, path)
+    for part in parts:
+        part.unlink()
+        part.with_suffix(".md").unlink()
+    print(path.with_suffix(".md").read_text())
+
+
 def main() -> None:
     args = parse_args()
     if args.report_only:
-        reports = [json.loads(path.read_text()) for path in args.report_only]
-        merged = reports[0] | {"runs": [run for r in reports for run in r["runs"]]}
-        merged["settings"] = merged["settings"] | {"seeds": len({run["seed"] for run in merged["runs"]})}
-        write_report(merged, args.report_only[0])
+        write_report(
+            merge_reports([json.loads(p.read_text()) for p in args.report_only]), args.report_only[0]
+        )
         print(args.report_only[0].with_suffix(".md").read_text())
         return
     if args.threads:
@@ -431,6 +481,9 @@ def main() -> None:
             setattr(args, key, value)
     args.densities = [float(d) for d in args.densities]
     path = RESULTS / f"heatmaps_{args.tag or name + '_' + args.device}.json"
+    if args.workers > 1:
+        run_workers(args, path)
+        return
     report: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -441,7 +494,7 @@ def main() -> None:
     }
     started = time.perf_counter()
     # Seed by seed, so an interrupted run still covers every generator (`real` last within a seed).
-    for seed in range(args.first_seed, args.seeds):
+    for seed in args.only_seeds or range(args.first_seed, args.seeds):
         for generator in args.generators:
             for density in args.densities:
                 run_cohort(report, generator, density, seed, args)

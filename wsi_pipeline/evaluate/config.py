@@ -9,16 +9,16 @@ confidence interval is reproducible and every resample holds every class.
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from wsi_pipeline.models.config import ScoreMethod
+from wsi_pipeline.inference.heatmap_settings import HeatmapSettings
 
 EvalSplit = Literal["test", "val", "train", "all"]
 EvalLevel = Literal["slide", "patient"]
 
 
-class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EvalConfig(HeatmapSettings):
+    """The heatmap fields (`heatmaps`, `top_k`, `score_method`, ...) are `wsi predict`'s too: HeatmapSettings."""
 
     features: Path | None = Field(None, description="folder of feature bags; default: the run's")
     labels: Path | None = Field(None, description="labels CSV; default: the run's")
@@ -32,14 +32,7 @@ class EvalConfig(BaseModel):
         "slide", description="slide, or patient: AUROC over the mean of each patient's slide probabilities"
     )
     out: Path | None = Field(None, description="folder for the outputs; default: eval[-SPLIT] in the run")
-    heatmaps: bool = Field(True, description="per-slide heatmap PNG + GeoJSON (+ top-k strip)")
     tiles: Path | None = Field(None, description="folder of tile stores, for slide thumbnails under heatmaps")
-    slides_root: Path | None = Field(None, description="folder of the slides, for the top-k tile strips")
-    top_k: int = Field(8, ge=0, description="tiles in the top-scoring strip; 0 = no strip")
-    score_method: ScoreMethod | None = Field(
-        None,
-        description="tile scores for heatmaps (wsi_pipeline/models/README.md lists them); default: the model's",
-    )
     heatmap_scale: Literal["slide", "global"] = Field(
         "slide",
         description="colour scale of signed heatmaps: each slide its own, or one over all evaluated slides",
@@ -50,9 +43,5 @@ class EvalConfig(BaseModel):
         10, ge=1, description="no interval below this many patients in a class (too few to resample)"
     )
     seed: int = Field(0, description="seed of the bootstrap")
-    canvas_max_px: int = Field(
-        1024, ge=64, description="longer side of the heatmap canvas (thumbnail or blank)"
-    )
-    overlay_alpha: float = Field(0.5, gt=0, le=1, description="opacity of the scores over the thumbnail")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, ...")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null = the physical cores")
