@@ -27,7 +27,7 @@ one with the best *worst case* over the cells the model classifies (test AUROC >
 gain over chance, (top-k - density) / (1 - density); `occlusion` (quadratic, the reference) is not eligible.
 
     uv run python benchmarks/bench_heatmaps.py --reduced    # 2 seeds, 3 densities, bags of 400-600 tiles
-    uv run python benchmarks/bench_heatmaps.py              # 5 seeds, 500-1,000 tiles: ~3 h idle CPU (estimated)
+    uv run python benchmarks/bench_heatmaps.py --workers 2  # 5 seeds, 4 densities, 500-1,000 tiles: ~1 h, 2 cores
     uv run python benchmarks/bench_heatmaps.py --full --device cuda   # all models, 500-3,000 tiles per bag
 
 Writes benchmarks/results/heatmaps_<tag>.{json,md}; the JSON is rewritten after every cohort, so an
@@ -65,19 +65,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 2 seeds, 3 densities; with `--methods` restricted to the candidates it runs in ~25 min.
     "reduced": dict(
         models=["vit_sf", "vit_sf_ca"], densities=[30, 10, 3], seeds=2, train_bags=24, test_bags=6,
-        min_tiles=400, max_tiles=600, epochs=4, in_dim=256, occlusion_bags=1,
+        min_tiles=400, max_tiles=600, epochs=4, in_dim=256, occlusion_bags=1, methods=list(SCORE_METHODS),
     ),
-    # 5 seeds, 4 densities, the two default ViTs, bags of 500-1,000 tiles. Not run; estimated from the reduced
-    # run (~40 s of one core per cohort and model at 400-600 tiles, 3 methods): ~3 h on an idle 2-core CPU
-    # with `--methods` cut to the candidates, more with occlusion. The issue's 3,000-tile bags: --full, GPU.
+    # 5 seeds, 4 densities, the two default ViTs, bags of 500-1,000 tiles, every linear method and the occlusion
+    # reference (seed 0), not integrated gradients (it alone cost as much as training in the reduced run; the
+    # full preset has it). Measured 2026-11-29 on the 2-core VM with 2-4 other processes: ~31 s a cohort and
+    # model, 16 min a seed; seed 0 (occlusion) about three times that. So `--workers 2` (seeds {0, 4}, {1, 2, 3})
+    # needs about an hour on an idle 2-core CPU (estimated from these busy figures; not run as one command).
     "default": dict(
         models=["vit_sf", "vit_sf_ca"], densities=[30, 10, 3, 1], seeds=5, train_bags=24, test_bags=6,
         min_tiles=500, max_tiles=1000, epochs=4, in_dim=256, occlusion_bags=1,
+        methods=[m for m in SCORE_METHODS if m != "integrated_gradients"],
     ),
     "full": dict(
         models=["vit_sf", "vit_sf_ca", "vit", "vit_sima", "abmil", "transmil", "mean_linear", "meanmax_mlp"],
         densities=[30, 10, 3, 1], seeds=5, train_bags=96, test_bags=40, min_tiles=500, max_tiles=3000,
-        epochs=6, in_dim=2048, occlusion_bags=4,
+        epochs=6, in_dim=2048, occlusion_bags=4, methods=list(SCORE_METHODS),
     ),
 }  # fmt: skip
 
@@ -374,9 +377,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--methods",
         nargs="+",
-        default=list(SCORE_METHODS),
         choices=SCORE_METHODS,
-        help="score methods to measure",
+        help="score methods to measure; default: the preset's",
     )
     parser.add_argument("--generators", nargs="+", default=GENERATORS, choices=GENERATORS)
     parser.add_argument(
@@ -396,7 +398,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--occlusion-seeds", type=int, default=1, help="seeds on which the reference runs")
     parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. seeds-1 only")
     parser.add_argument(
-        "--workers", type=int, default=1, help="processes; seeds dealt round-robin, results merged"
+        "--workers", type=int, default=1, help="processes; seeds dealt by cost, results merged"
     )
     parser.add_argument("--only-seeds", type=int, nargs="+", help=argparse.SUPPRESS)  # a worker's share
     parser.add_argument("--rank", type=int, default=32)
@@ -426,6 +428,19 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def deal_seeds(args: argparse.Namespace) -> list[list[int]]:
+    """Seeds per worker, balanced by cost: a seed that runs the occlusion reference (quadratic) costs about
+    2.5 others on the CPU (measured with the default preset), so it goes first, to the least loaded worker."""
+    seeds = sorted(range(args.first_seed, args.seeds), key=lambda seed: seed >= args.occlusion_seeds)
+    shares: list[list[int]] = [[] for _ in range(args.workers)]
+    loads = [0.0] * args.workers
+    for seed in seeds:
+        least = loads.index(min(loads))
+        shares[least].append(seed)
+        loads[least] += 2.5 if seed < args.occlusion_seeds else 1.0
+    return shares
+
+
 def worker_argv(part: Path, seeds: list[int]) -> list[str]:
     """This script's own command line for one worker (later options win in argparse)."""
     tag = part.stem.removeprefix("heatmaps_")
@@ -443,13 +458,12 @@ def worker_argv(part: Path, seeds: list[int]) -> list[str]:
 
 
 def run_workers(args: argparse.Namespace, path: Path) -> None:
-    """Seeds dealt round-robin to `--workers` child processes of this script (seed 0, which alone runs the
-    occlusion reference, costs most), their reports merged into `path`. A worker's own JSON stays behind
+    """Seeds dealt to `--workers` child processes of this script (`deal_seeds`), their reports merged into
+    `path`. A worker's own JSON stays behind
     when any worker fails, for `--report-only`."""
     if "real" in args.generators:
         ensure_real_features(args.real_features)  # once, before workers could race to build them
-    seeds = list(range(args.first_seed, args.seeds))
-    shares = [seeds[i :: args.workers] for i in range(args.workers) if seeds[i :: args.workers]]
+    shares = [share for share in deal_seeds(args) if share]
     parts = [path.with_name(f"{path.stem}_w{i}.json") for i in range(len(shares))]
     started = time.perf_counter()
     children = [subprocess.Popen(worker_argv(part, share)) for part, share in zip(parts, shares, strict=True)]
