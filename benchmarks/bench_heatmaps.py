@@ -70,7 +70,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 5 seeds, 4 densities, the two default ViTs, bags of 500-1,000 tiles, every linear method and the occlusion
     # reference (seed 0), not integrated gradients (it alone cost as much as training in the reduced run; the
     # full preset has it). Measured 2026-11-29 on the 2-core VM with 2-4 other processes: ~31 s a cohort and
-    # model, 16 min a seed; seed 0 (occlusion) about three times that. So `--workers 2` (seeds {0, 4}, {1, 2, 3})
+    # model, 16 min a seed; seed 0 (occlusion) about 3.5 times that. So `--workers 2` (seeds {0}, {1, 2, 3, 4})
     # needs about an hour on an idle 2-core CPU (estimated from these busy figures; not run as one command).
     "default": dict(
         models=["vit_sf", "vit_sf_ca"], densities=[30, 10, 3, 1], seeds=5, train_bags=24, test_bags=6,
@@ -430,14 +430,14 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 def deal_seeds(args: argparse.Namespace) -> list[list[int]]:
     """Seeds per worker, balanced by cost: a seed that runs the occlusion reference (quadratic) costs about
-    2.5 others on the CPU (measured with the default preset), so it goes first, to the least loaded worker."""
+    about 3.5 others (measured with the default preset), so it goes first, to the least loaded worker."""
     seeds = sorted(range(args.first_seed, args.seeds), key=lambda seed: seed >= args.occlusion_seeds)
     shares: list[list[int]] = [[] for _ in range(args.workers)]
     loads = [0.0] * args.workers
     for seed in seeds:
         least = loads.index(min(loads))
         shares[least].append(seed)
-        loads[least] += 2.5 if seed < args.occlusion_seeds else 1.0
+        loads[least] += 3.5 if seed < args.occlusion_seeds else 1.0
     return shares
 
 
