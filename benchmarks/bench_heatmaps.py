@@ -429,8 +429,8 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def deal_seeds(args: argparse.Namespace) -> list[list[int]]:
-    """Seeds per worker, balanced by cost: a seed that runs the occlusion reference (quadratic) costs about
-    about 3.5 others (measured with the default preset), so it goes first, to the least loaded worker."""
+    """Seeds per worker, balanced by cost: a seed that runs the occlusion reference (quadratic) costs about 3.5
+    others (measured with the default preset), so it goes first, to the least loaded worker."""
     seeds = sorted(range(args.first_seed, args.seeds), key=lambda seed: seed >= args.occlusion_seeds)
     shares: list[list[int]] = [[] for _ in range(args.workers)]
     loads = [0.0] * args.workers
@@ -459,8 +459,7 @@ def worker_argv(part: Path, seeds: list[int]) -> list[str]:
 
 def run_workers(args: argparse.Namespace, path: Path) -> None:
     """Seeds dealt to `--workers` child processes of this script (`deal_seeds`), their reports merged into
-    `path`. A worker's own JSON stays behind
-    when any worker fails, for `--report-only`."""
+    `path`. When any worker fails, the workers' own JSONs stay behind for `--report-only`."""
     if "real" in args.generators:
         ensure_real_features(args.real_features)  # once, before workers could race to build them
     shares = [share for share in deal_seeds(args) if share]

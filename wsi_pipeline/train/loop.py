@@ -75,7 +75,7 @@ LOSS_TIE = 1e-3
 class EarlyStopping:
     """Best = lowest val loss (ties: higher AUROC), or with `select_on="auroc"` the other way round; with
     `select_on="last"` every epoch is the new best, so the run keeps the schedule's final epoch and never stops
-    early (MODEL_DEFAULTS says which models train that way, and why).
+    early (no model's default: measured for `abmil` in benchmarks/RESULTS.md, it helps on some sets only).
 
     Why loss by default: a validation set of a few dozen bags saturates AUROC at 1.0 within an epoch or two,
     and keeping that first lucky epoch stopped training while the model still improved
@@ -94,9 +94,9 @@ class EarlyStopping:
     def _better(self, auroc: float, loss: float) -> bool:
         """Losses within LOSS_TIE count as tied: an untrainable fold otherwise creeps towards log 2 by 1e-5 an
         epoch and never stops (measured on Fox, benchmarks/bench_real.py)."""
-        auroc = -math.inf if math.isnan(auroc) else auroc
         if self.select_on == "last":
             return True
+        auroc = -math.inf if math.isnan(auroc) else auroc
         if self.select_on == "auroc":
             return (auroc, -loss) > (self.best_auroc, -self.best_loss)
         if abs(loss - self.best_loss) <= LOSS_TIE:

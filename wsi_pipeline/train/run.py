@@ -264,9 +264,7 @@ def _fold_data(splits: list[SplitRow], fold: int, out: Path, targets: dict[str, 
     )
 
 
-def small_validation_warning(
-    data: FoldData, class_names: tuple[str, ...], select_on: str = "loss"
-) -> str | None:
+def small_validation_warning(data: FoldData, class_names: tuple[str, ...], select_on: str) -> str | None:
     """A one-line warning when the validation set is too small to choose an epoch or fit a temperature
     (`select_on: last` chooses no epoch)."""
     counts = Counter(data.targets[s] for s in data.val_ids)
