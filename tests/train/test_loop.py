@@ -15,7 +15,14 @@ from wsi_pipeline.errors import WsiError
 from wsi_pipeline.stores.atomic import LOCK_FILE
 from wsi_pipeline.stores.run_folder import load_checkpoint, read_splits
 from wsi_pipeline.train import TrainConfig, run_training
-from wsi_pipeline.train.loop import HISTORY_COLUMNS, EarlyStopping, lr_at
+from wsi_pipeline.train.loop import (
+    HISTORY_COLUMNS,
+    EarlyStopping,
+    FoldData,
+    FoldTrainer,
+    lr_at,
+    weight_average,
+)
 
 
 def test_lr_warms_up_linearly_then_decays_by_cosine() -> None:
@@ -91,10 +98,12 @@ def _stop_after(epoch: int):
     return hook
 
 
-def test_resume_gives_the_same_run_as_never_stopping(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema_epochs", [None, 1.5])
+def test_resume_gives_the_same_run_as_never_stopping(tmp_path: Path, ema_epochs: float | None) -> None:
     small_cohort(tmp_path, 24)
-    # Dropout and tile subsampling draw random numbers: resuming must restore them exactly.
-    cfg = quick_config(tmp_path, epochs=4, max_tiles=25)
+    # Dropout and tile subsampling draw random numbers: resuming must restore them exactly; so must it the
+    # weights' moving average, which the checkpoint holds when `ema_epochs` is set.
+    cfg = quick_config(tmp_path, epochs=4, max_tiles=25, ema_epochs=ema_epochs)
     run_training(cfg, tmp_path / "straight")
     with pytest.raises(Interrupt):
         run_training(cfg, tmp_path / "resumed", on_epoch_end=_stop_after(2))
@@ -185,3 +194,46 @@ def test_l2_keeps_a_linear_head_small_on_separable_bags(tmp_path: Path) -> None:
         weights = load_checkpoint(tmp_path / f"run_{l2}" / "checkpoint.pt").state_dict["classifier.weight"]
         norms[l2] = float(weights.norm())
     assert norms[3.0] < 0.5 * norms[0.0], norms
+
+
+def test_weight_average_decays_by_one_over_epochs_times_steps() -> None:
+    """ema_epochs 2 over 5 steps an epoch: decay 1 - 1/10, so the average after p1 then p2 is 0.9 p1 + 0.1 p2."""
+    assert weight_average(torch.nn.Linear(2, 1), None, 5) is None
+    layer = torch.nn.Linear(2, 1, bias=False)
+    average = weight_average(layer, 2.0, 5)
+    assert average is not None
+    for value in (1.0, 11.0):
+        with torch.no_grad():
+            layer.weight.fill_(value)
+        average.update_parameters(layer)
+    assert average.module.weight.detach() == pytest.approx(torch.full((1, 2), 0.9 * 1.0 + 0.1 * 11.0))
+
+
+def test_with_ema_validation_and_the_checkpoint_use_the_average_not_the_trained_weights(
+    tmp_path: Path,
+) -> None:
+    from wsi_pipeline.models import build_model
+    from wsi_pipeline.train.bags import BagCache
+    from wsi_pipeline.train.process import ProcessRole
+
+    gen = torch.Generator().manual_seed(0)
+    bags = {f"s{i}": torch.randn(30, 8, generator=gen) + (i % 2) for i in range(12)}
+    # Validation labels the other way round: the model is confidently wrong there, so the fitted T is > 1.
+    targets = {s: (i + (i >= 8)) % 2 for i, s in enumerate(bags)}
+    ids = list(bags)
+    cfg = TrainConfig(model="abmil", epochs=3, select_on="last", ema_epochs=1.0, device="cpu")
+    model = build_model("abmil", in_dim=8, n_classes=2, embed_dim=16, attention_dim=8)
+    data = FoldData(0, tmp_path, ids[:8], ids[8:], targets)
+    cache = BagCache.of_tensors(bags, torch.device("cpu"))
+    trainer = FoldTrainer(
+        cfg, model, {}, ("0", "1"), 8, cache, data, torch.device("cpu"), ProcessRole(), None
+    )
+    trainer.fit()
+    saved = load_checkpoint(tmp_path / "checkpoint.pt").state_dict
+    averaged, trained = trainer.average.module.state_dict(), model.state_dict()
+    weights = [k for k in saved if k.endswith("weight")]
+    assert all(torch.equal(saved[k], averaged[k]) for k in weights)
+    assert not all(torch.equal(saved[k], trained[k]) for k in weights)
+    assert (
+        float(saved["temperature"]) != 1.0 and float(trained["temperature"]) == 1.0
+    )  # calibrated: the average

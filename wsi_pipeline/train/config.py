@@ -99,6 +99,12 @@ class TrainConfig(BaseModel):
     class_weighted_loss: bool = Field(True, description="cross-entropy weighted by inverse class frequency")
     patience: int = Field(10, ge=1, description="epochs without a better selected epoch before stopping")
     min_epochs: int = Field(10, ge=1, description="epochs always trained before early stopping may fire")
+    ema_epochs: float | None = Field(
+        None,
+        gt=0,
+        description="validate, select and save a moving average of the weights over about this many epochs "
+        "(per-bag decay 1 - 1 / (ema_epochs x training bags)); null = the weights as trained",
+    )
     select_on: SelectOn = Field(
         "loss",
         description="best epoch by val loss (ties: higher AUROC), by val AUROC (ties: lower loss), or last: the "
