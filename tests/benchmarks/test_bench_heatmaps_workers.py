@@ -27,3 +27,9 @@ def test_merged_report_counts_the_seeds_it_holds() -> None:
     ]
     merged = bench_heatmaps.merge_reports(parts)
     assert merged["settings"]["seeds"] == 2 and len(merged["runs"]) == 3
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "two"])
+def test_workers_must_be_a_positive_count(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        bench_heatmaps.at_least_one(text)

@@ -27,7 +27,7 @@ N_TRAIN, N_VAL, N_TEST = 24, 8, 8
     [
         # Every model's default score method must find the planted tiles: for vit_sf that is
         # `evidence_profile` (its older default layer_relevance reached about half of the top-k slots here,
-        # chance 0.30; wsi_pipeline/models/README.md), for vit_sf_ca `conservative`, abmil's is its attention.
+        # chance 0.30; wsi_pipeline/models/README.md), for vit_sf_ca too, abmil's is its attention.
         ("vit_sf", 0.30, 1e-4, 3, True),
         ("vit_sf_ca", 0.03, 1e-4, 3, True),
         ("abmil", 0.03, 1e-3, 4, True),

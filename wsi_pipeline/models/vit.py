@@ -176,4 +176,4 @@ def build_vit_sf_ca(in_dim: int, n_classes: int, config: SequenceNormViTConfig) 
             return SoftmaxAttention(config.dim, config.heads, config.dim_head, config.dropout)
         return SoftmaxFreeClassReadout(config.dim, config.heads, config.dim_head, config.dropout, config.eps)
 
-    return ViTWSI(in_dim, n_classes, config, attention, "conservative")
+    return ViTWSI(in_dim, n_classes, config, attention, "evidence_profile")
