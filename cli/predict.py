@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from cli.common import DebugOption, console, field_help, resolved_settings, user_errors
-from cli.eval import ScoreMethodChoice
+from cli.eval import HeatmapScale, ScoreMethodChoice
 from wsi_pipeline.batch import exit_code, print_summary
 from wsi_pipeline.predict.config import PredictConfig
 
@@ -30,6 +30,7 @@ def predict(
     slides_root: Path = typer.Option(None, "--slides-root", help=_help("slides_root")),
     top_k: int = typer.Option(None, "--top-k", min=0, help=_help("top_k")),
     score_method: ScoreMethodChoice = typer.Option(None, "--score-method", help=_help("score_method")),
+    scale: HeatmapScale = typer.Option(None, "--scale", help=_help("heatmap_scale")),
     graph_max_tiles: int = typer.Option(None, "--graph-max-tiles", min=1, help=_help("graph_max_tiles")),
     weights: Path = typer.Option(None, "--weights", help=_help("weights")),
     random_init: bool = typer.Option(None, "--random-init", help=_help("random_init")),
@@ -43,7 +44,8 @@ def predict(
     with user_errors(debug):
         from wsi_pipeline.predict.run import SUMMARY_COLUMNS, run_prediction  # heavy: torch
 
-        cfg = resolved_settings(PredictConfig, None, {**locals(), "slides": slides or None}, show=False)
+        given = {**locals(), "slides": slides or None, "heatmap_scale": scale}
+        cfg = resolved_settings(PredictConfig, None, given, show=False)
         result = run_prediction(cfg, run, out, console=console, debug=debug)
         print_summary(console, "wsi predict", result.outcomes, SUMMARY_COLUMNS)
         typer.echo(result.final_line())

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -71,3 +72,36 @@ def test_global_scale_draws_every_map_after_scoring(trained_run: Path, tmp_path:
     with Image.open(pngs[0]) as image:
         assert image.format == "PNG"
     assert yaml.safe_load((result.out_dir / "config.yaml").read_text())["heatmap_scale"] == "global"
+
+
+def test_held_maps_share_one_bound_and_a_failing_map_fails_its_slide_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from wsi_pipeline.batch import SlideOutcome
+    from wsi_pipeline.inference import slide_heatmap
+
+    bounds: list[float] = []
+
+    def draw(folder: Path, slide_id: str, *args: object, bound: float, **kwargs: object) -> str:
+        if slide_id == "broken":
+            raise ValueError("no canvas")
+        bounds.append(bound)
+        return "slide not reachable: no top-k strip"
+
+    monkeypatch.setattr(slide_heatmap, "write_slide_heatmap", draw)
+    maps = slide_heatmap.CohortScaleMaps(tmp_path)
+    bag = SimpleNamespace(coords=np.zeros((2, 2)), meta={})
+    for slide_id, scores in (("weak", [0.1, -0.2]), ("broken", [0.0, 0.3]), ("strong", [4.0, -1.0])):
+        maps.hold(slide_id, bag, None, slide_id, np.array(scores), explained_class="tumour", settings=None)
+    before = [
+        SlideOutcome(s, "done", "an earlier note" if s == "weak" else "")
+        for s in ("weak", "broken", "strong")
+    ]
+    after = {o.slide_id: o for o in maps.draw(before, lambda exc: f"{type(exc).__name__}: {exc}")}
+    cohort = hm.score_bound(np.array([0.1, -0.2, 0.0, 0.3, 4.0, -1.0]))  # every held map's scores
+    assert bounds == [cohort, cohort] and cohort > hm.score_bound(np.array([0.1, -0.2]))
+    assert after["weak"].reason == "an earlier note; slide not reachable: no top-k strip"
+    assert (after["broken"].status, after["broken"].reason) == ("failed", "heatmap: ValueError: no canvas")
+    assert after["strong"].status == "done" and not maps.held

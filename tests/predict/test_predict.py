@@ -257,3 +257,28 @@ def test_bags_beyond_graph_max_tiles_get_attention_maps(heatmapped, kfold_run: P
     expected = np.mean([fm.model.tile_scores(x, method="attention")[0].numpy() for fm in models], axis=0)
     drawn = json.loads((tmp_path / "p" / "heatmaps" / "NEW-001.geojson").read_text())
     assert np.allclose([f["properties"]["score"] for f in drawn["features"]], expected, atol=1e-6)
+
+
+def test_global_scale_draws_every_map_after_scoring_on_one_bound(
+    kfold_run: Path, unlabelled, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsi_pipeline.inference import slide_heatmap
+
+    drawn: list[tuple[str, float | None]] = []
+    draw = slide_heatmap.write_slide_heatmap
+
+    def spy(folder: Path, slide_id: str, *args: object, **kwargs: object) -> str:
+        drawn.append((slide_id, kwargs.get("bound")))
+        return draw(folder, slide_id, *args, **kwargs)
+
+    monkeypatch.setattr(slide_heatmap, "write_slide_heatmap", spy)
+    bags = _copy_bags(unlabelled[0], tmp_path / "bags", 2)
+    cfg = PredictConfig(features=bags, top_k=0, heatmap_scale="global", device="cpu")
+    result = run_prediction(cfg, kfold_run, tmp_path / "preds")
+    assert all(o.status == "done" for o in result.outcomes)
+    assert len(drawn) == 2 and drawn[0][1] is not None and drawn[0][1] == drawn[1][1]  # one shared scale
+    assert sorted(p.stem for p in (tmp_path / "preds" / "heatmaps").glob("*.png")) == sorted(
+        s for s, _ in drawn
+    )
+    saved = (tmp_path / "preds" / "predict_config.yaml").read_text()
+    assert "heatmap_scale: global" in saved

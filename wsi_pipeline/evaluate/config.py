@@ -33,10 +33,6 @@ class EvalConfig(HeatmapSettings):
     )
     out: Path | None = Field(None, description="folder for the outputs; default: eval[-SPLIT] in the run")
     tiles: Path | None = Field(None, description="folder of tile stores, for slide thumbnails under heatmaps")
-    heatmap_scale: Literal["slide", "global"] = Field(
-        "slide",
-        description="colour scale of signed heatmaps: each slide its own, or one over all evaluated slides",
-    )
     n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the AUROC interval; 0 = none")
     ci_level: float = Field(0.95, gt=0, lt=1, description="level of the bootstrap confidence interval")
     ci_min_patients: int = Field(

@@ -5,10 +5,8 @@ Whatever goes wrong with one slide (no bag, a damaged bag, NaN features, an out-
 bag, an unreadable thumbnail) ends that slide as `failed` with one line in the table; the others go on.
 """
 
-import dataclasses
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -20,9 +18,9 @@ from wsi_pipeline.inference import faithfulness
 from wsi_pipeline.inference.ensemble import ensemble_tile_scores, fold_probabilities
 from wsi_pipeline.inference.faithfulness import DeletionTest, deletion_test
 from wsi_pipeline.inference.fold_models import FoldModel
-from wsi_pipeline.inference.heatmaps import score_bound
 from wsi_pipeline.inference.slide_heatmap import (
     HEATMAP_DIR,
+    CohortScaleMaps,
     HeatmapSettings,
     bag_with_level0_coords,
     write_slide_heatmap,
@@ -81,7 +79,7 @@ class SlideScorer:
         self.mean_features: dict[str, np.ndarray] = {}  # slide -> mean tile feature, for baseline.py
         self.deletion: dict[str, DeletionTest] = {}  # per slide with a heatmap: does the map explain it?
         # With one colour scale over the cohort (`heatmap_scale: global`) maps are drawn once all are scored.
-        self.deferred: list[tuple[str, SimpleNamespace, FoldModel, str, np.ndarray, str]] = []
+        self.cohort_maps = CohortScaleMaps(out_dir / HEATMAP_DIR)
         self.heatmap_settings = HeatmapSettings(
             cfg.tiles, cfg.slides_root, cfg.top_k, cfg.score_method, cfg.canvas_max_px, cfg.overlay_alpha
         )
@@ -161,8 +159,15 @@ class SlideScorer:
             f"true {self.labels[slide_id].label}; map of {who} for {predicted}\n{faithfulness.caption(test)}"
         )
         if self.cfg.heatmap_scale == "global":
-            where = SimpleNamespace(coords=bag.coords, meta=bag.meta)  # not the features: kept for all slides
-            self.deferred.append((slide_id, where, models[0], title, np.asarray(scores), predicted))
+            self.cohort_maps.hold(
+                slide_id,
+                bag,
+                models[0],
+                title,
+                scores,
+                explained_class=predicted,
+                settings=self.heatmap_settings,
+            )
             return ""
         folder = self.out_dir / HEATMAP_DIR
         return write_slide_heatmap(
@@ -179,22 +184,7 @@ class SlideScorer:
 
     def draw_deferred(self, outcomes: list[SlideOutcome]) -> list[SlideOutcome]:
         """Draw the maps held back for one colour scale over all of them; a slide whose map fails is failed."""
-        if not self.deferred:
-            return outcomes
-        bound = score_bound(np.concatenate([scores for *_, scores, _ in self.deferred]))
-        by_slide = {o.slide_id: o for o in outcomes}
-        for slide_id, where, fm, title, scores, predicted in self.deferred:
-            try:
-                note = write_slide_heatmap(
-                    self.out_dir / HEATMAP_DIR, slide_id, where, torch.empty(0), fm, title,
-                    self.heatmap_settings, scores, explained_class=predicted, bound=bound,
-                )  # fmt: skip
-                by_slide[slide_id] = dataclasses.replace(by_slide[slide_id], reason=note)
-            except Exception as exc:  # one slide's failure must not stop the batch
-                reason = f"heatmap: {failure_line(exc, len(scores))}"
-                by_slide[slide_id] = dataclasses.replace(by_slide[slide_id], status="failed", reason=reason)
-        self.deferred.clear()
-        return [by_slide[o.slide_id] for o in outcomes]
+        return self.cohort_maps.draw(outcomes, lambda exc: failure_line(exc, None))
 
     def _release(self) -> None:
         """After an out-of-memory error on the GPU, hand the cached blocks back before the next slide."""

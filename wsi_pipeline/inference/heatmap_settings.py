@@ -3,6 +3,7 @@ cannot drift between the two commands, which draw their maps through the same co
 (`wsi_pipeline/inference/slide_heatmap.py`). Torch-free: `wsi --help` builds its options from it."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -23,6 +24,10 @@ class HeatmapSettings(BaseModel):
         1024, ge=64, description="longer side of the heatmap canvas (thumbnail or blank)"
     )
     overlay_alpha: float = Field(0.5, gt=0, le=1, description="opacity of the scores over the thumbnail")
+    heatmap_scale: Literal["slide", "global"] = Field(
+        "slide",
+        description="colour scale of signed heatmaps: each slide its own, or one over all the run's slides",
+    )
 
     @field_validator("score_method")
     @classmethod

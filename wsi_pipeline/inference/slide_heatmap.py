@@ -5,13 +5,17 @@ only the title (true label or not, fold or ensemble) is the caller's.
 """
 
 import contextlib
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
+from wsi_pipeline.batch import SlideOutcome
 from wsi_pipeline.errors import WsiError
 from wsi_pipeline.inference import heatmaps as hm
 from wsi_pipeline.inference.fold_models import FoldModel
@@ -87,6 +91,61 @@ def write_slide_heatmap(
         explained_class=explained_class,
     )
     return "" if shown else "no tile scored as evidence for the class: no top-k strip"
+
+
+@dataclass(frozen=True)
+class HeldMap:
+    """A slide's map, scored but not drawn: its tiles' places and scores, never its features."""
+
+    slide_id: str
+    where: SimpleNamespace  # the bag's coords and meta
+    fm: FoldModel
+    title: str
+    scores: np.ndarray
+    explained_class: str
+    settings: HeatmapSettings
+
+
+@dataclass
+class CohortScaleMaps:
+    """`--scale global`: maps held back until every slide is scored, then drawn on one colour scale over all
+    of them, so that the same colour means the same score on every slide. `wsi eval` and `wsi predict` share
+    it, so the two commands' global maps are drawn alike."""
+
+    folder: Path
+    held: list[HeldMap] = field(default_factory=list)
+
+    def hold(
+        self, slide_id: str, bag: Any, fm: FoldModel, title: str, scores: np.ndarray, **how: Any
+    ) -> None:
+        """Keep what `write_slide_heatmap` needs (`how`: explained_class, settings) for `draw`."""
+        where = SimpleNamespace(coords=bag.coords, meta=bag.meta)
+        self.held.append(HeldMap(slide_id, where, fm, title, np.asarray(scores), **how))
+
+    def draw(
+        self, outcomes: list[SlideOutcome], describe: Callable[[BaseException], str]
+    ) -> list[SlideOutcome]:
+        """Draw the held maps on their common scale; each map's note joins its slide's reason, and a slide
+        whose map fails becomes failed (`describe` words the error) without stopping the others."""
+        if not self.held:
+            return outcomes
+        bound = hm.score_bound(np.concatenate([m.scores for m in self.held]))
+        by_slide = {o.slide_id: o for o in outcomes}
+        for m in self.held:
+            done = by_slide[m.slide_id]
+            try:
+                note = write_slide_heatmap(
+                    self.folder, m.slide_id, m.where, torch.empty(0), m.fm, m.title, m.settings, m.scores,
+                    explained_class=m.explained_class, bound=bound,
+                )  # fmt: skip
+            except Exception as exc:  # one slide's failure must not stop the batch
+                reason = f"heatmap: {describe(exc)}"
+                by_slide[m.slide_id] = dataclasses.replace(done, status="failed", reason=reason)
+                continue
+            reason = "; ".join(r for r in (done.reason, note) if r)
+            by_slide[m.slide_id] = dataclasses.replace(done, reason=reason)
+        self.held.clear()
+        return [by_slide[o.slide_id] for o in outcomes]
 
 
 def _painted(

@@ -25,6 +25,7 @@ from wsi_pipeline.inference.faithfulness import DeletionTest, deletion_test
 from wsi_pipeline.inference.fold_models import FoldModel, load_fold_models
 from wsi_pipeline.inference.slide_heatmap import (
     HEATMAP_DIR,
+    CohortScaleMaps,
     HeatmapSettings,
     bag_with_level0_coords,
     write_slide_heatmap,
@@ -135,6 +136,8 @@ class _SlidePredictor:
         self.settings = HeatmapSettings(
             tiles, cfg.slides_root, cfg.top_k, cfg.score_method, cfg.canvas_max_px, cfg.overlay_alpha
         )
+        # With one colour scale over the slides (`heatmap_scale: global`) maps are drawn once all are scored.
+        self.cohort_maps = CohortScaleMaps(out_dir / HEATMAP_DIR)
 
     def __call__(
         self, slide_id: str, path: Path, n_run_folds: int
@@ -197,16 +200,16 @@ class _SlidePredictor:
             torch.as_tensor(scores),
             whole=torch.as_tensor(pred.probs),
         )
+        title = f"{self._title(slide_id, pred, target, n_run_folds)}\n{faithfulness.caption(self.deletion[slide_id])}"
+        how = {
+            "explained_class": self.classes[target],
+            "settings": replace(self.settings, score_method=method),
+        }
+        if self.cfg.heatmap_scale == "global":
+            self.cohort_maps.hold(slide_id, located, self.models[0], title, scores, **how)
+            return bounded
         note = write_slide_heatmap(
-            self.out_dir / HEATMAP_DIR,
-            slide_id,
-            located,
-            x,
-            self.models[0],
-            f"{self._title(slide_id, pred, target, n_run_folds)}\n{faithfulness.caption(self.deletion[slide_id])}",
-            replace(self.settings, score_method=method),
-            scores,
-            explained_class=self.classes[target],
+            self.out_dir / HEATMAP_DIR, slide_id, located, x, self.models[0], title, scores=scores, **how
         )
         return "; ".join(r for r in (bounded, note) if r)
 
@@ -258,6 +261,7 @@ def run_prediction(
             cfg, models, info.class_names, identity, patients, out_dir, device, tiles, amp
         )
         outcomes, preds = _predict_all(predict, bags, info.folds, console)
+        outcomes = predict.cohort_maps.draw(outcomes, lambda exc: " ".join(str(exc).split()))
         _write_outputs(
             cfg, info, out_dir, features, folds, preds, failed + outcomes, identity_note, predict.deletion
         )
