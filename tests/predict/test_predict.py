@@ -282,3 +282,20 @@ def test_global_scale_draws_every_map_after_scoring_on_one_bound(
     )
     saved = (tmp_path / "preds" / "predict_config.yaml").read_text()
     assert "heatmap_scale: global" in saved
+
+
+def test_a_fold_whose_training_did_not_finish_is_a_warning_in_the_summary(
+    kfold_run: Path, unlabelled, tmp_path: Path
+) -> None:
+    """Its checkpoint is an early epoch's, never calibrated: predicting with it must say so, as eval does."""
+    run = tmp_path / "run"
+    shutil.copytree(kfold_run, run)
+    (run / "fold_1" / "result.json").unlink()
+    bags = _copy_bags(unlabelled[0], tmp_path / "bags", 2)
+    out = tmp_path / "preds"
+    run_prediction(PredictConfig(features=bags, heatmaps=False, device="cpu"), run, out)
+    warnings = json.loads((out / "predict_summary.json").read_text())["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith("fold 1: training did not finish")
+    only_fold_0 = PredictConfig(features=bags, fold=0, heatmaps=False, device="cpu")
+    run_prediction(only_fold_0, run, tmp_path / "fold0")
+    assert json.loads((tmp_path / "fold0" / "predict_summary.json").read_text())["warnings"] == []

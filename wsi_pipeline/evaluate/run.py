@@ -23,9 +23,9 @@ from wsi_pipeline.evaluate.assign import Assignment, assign_slides
 from wsi_pipeline.evaluate.baseline import baseline_comparison, baseline_probs
 from wsi_pipeline.evaluate.config import EvalConfig
 from wsi_pipeline.evaluate.scoring import FoldProbs, SlideScorer
-from wsi_pipeline.evaluate.suspect import one_class_predictions, unfinished_training
+from wsi_pipeline.evaluate.suspect import one_class_predictions
 from wsi_pipeline.inference import faithfulness
-from wsi_pipeline.inference.fold_models import load_fold_models
+from wsi_pipeline.inference.fold_models import load_fold_models, unfinished_training
 from wsi_pipeline.inference.slide_heatmap import HEATMAP_DIR
 from wsi_pipeline.progress import SLIDE, progress_bar
 from wsi_pipeline.stores.atomic import TMP_MARKER, atomic_path, claimed_folder

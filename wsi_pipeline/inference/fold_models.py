@@ -1,5 +1,6 @@
 """A run folder's fold models, rebuilt from their checkpoints (`wsi_pipeline.stores.run_folder`)."""
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,16 @@ import torch
 from wsi_pipeline.errors import WsiError
 from wsi_pipeline.models import build_model
 from wsi_pipeline.models.base import IDENTITY_BUFFERS
-from wsi_pipeline.stores.run_folder import CHECKPOINT_FILE, RunInfo, fold_dir, load_checkpoint
+from wsi_pipeline.stores.run_folder import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    RESULT_FILE,
+    RunInfo,
+    fold_dir,
+    load_checkpoint,
+)
+from wsi_pipeline.stores.yaml_file import read_yaml_mapping
 
 
 @dataclass(frozen=True)
@@ -58,3 +68,36 @@ def load_weights(model: torch.nn.Module, state: dict[str, Any], model_name: str,
             "is it the checkpoint of another model?"
         )
     model.load_state_dict(state)
+
+
+def _epochs_done(folder: Path) -> int:
+    try:
+        with open(folder / HISTORY_FILE, newline="", encoding="utf-8") as fh:
+            return sum(1 for _ in csv.DictReader(fh))
+    except OSError:
+        return 0
+
+
+def unfinished_training(info: RunInfo, folds: list[int] | None = None) -> list[str]:
+    """One warning per fold of `folds` (default: all) without its result.json: training was stopped, so its
+    checkpoint is an early epoch's, not the run's best, and it was never calibrated. `wsi eval` and
+    `wsi predict` both say so beside what they report, rather than refuse: the user may want a first look."""
+    config = read_yaml_mapping(info.run_dir / CONFIG_FILE)
+    epochs, patience = config.get("epochs"), config.get("patience")
+    warnings = []
+    for fold in range(info.folds) if folds is None else folds:
+        folder = fold_dir(info.run_dir, fold, info.folds)
+        if (folder / RESULT_FILE).is_file():
+            continue
+        done = _epochs_done(folder)
+        where = f"fold {fold}: " if info.folds > 1 else ""
+        before = (
+            f", before its first early-stopping decision (patience {patience})"
+            if isinstance(patience, int) and done < patience
+            else ""
+        )
+        warnings.append(
+            f"{where}training did not finish (stopped after epoch {done} of {epochs}{before}); "
+            f"resume it with `wsi train --out {info.run_dir} --resume`"
+        )
+    return warnings

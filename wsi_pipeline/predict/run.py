@@ -22,7 +22,7 @@ from wsi_pipeline.errors import WsiError
 from wsi_pipeline.inference import faithfulness
 from wsi_pipeline.inference.ensemble import ensemble_tile_scores, fold_probabilities
 from wsi_pipeline.inference.faithfulness import DeletionTest, deletion_test
-from wsi_pipeline.inference.fold_models import FoldModel, load_fold_models
+from wsi_pipeline.inference.fold_models import FoldModel, load_fold_models, unfinished_training
 from wsi_pipeline.inference.slide_heatmap import (
     HEATMAP_DIR,
     CohortScaleMaps,
@@ -239,6 +239,9 @@ def run_prediction(
     identity, identity_note = run_identity(info)
     if identity_note and console is not None:
         console.print(f"[yellow]note:[/] {identity_note}")
+    unfinished = unfinished_training(info, folds)
+    for line in unfinished if console is not None else []:
+        console.print(f"[yellow]warning:[/] {line}")
     if cfg.slides and identity is None:
         raise WsiError(f"{run_dir}: records no extractor identity, so --slides cannot know how to extract")
     patients = read_patients(cfg.patients) if cfg.patients is not None else {}
@@ -263,8 +266,9 @@ def run_prediction(
         outcomes, preds = _predict_all(predict, bags, info.folds, console)
         outcomes = predict.cohort_maps.draw(outcomes, lambda exc: " ".join(str(exc).split()))
         _write_outputs(
-            cfg, info, out_dir, features, folds, preds, failed + outcomes, identity_note, predict.deletion
-        )
+            cfg, info, out_dir, features, folds, preds, failed + outcomes, identity_note, predict.deletion,
+            unfinished,
+        )  # fmt: skip
         return PredictResult(out_dir, preds, failed + outcomes, tuple(folds))
 
 
@@ -297,6 +301,7 @@ def _write_outputs(
     outcomes: list[SlideOutcome],
     identity_note: str,
     deletion: dict[str, DeletionTest],
+    warnings: list[str],
 ) -> None:
     classes = info.class_names
     write_text_atomic(out_dir / "predictions.csv", predictions_csv(preds, classes))
@@ -319,5 +324,6 @@ def _write_outputs(
         "n_predicted": len(preds),
         "failed": {o.slide_id: o.reason for o in outcomes if o.status == "failed"},
         "heatmap_faithfulness": faithfulness.summary(deletion),
+        "warnings": warnings,
     }
     write_text_atomic(out_dir / "predict_summary.json", json.dumps(summary, indent=2) + "\n")

@@ -28,6 +28,7 @@ CONFIG_FILE = "config.yaml"
 SPLITS_FILE = "splits.csv"
 CHECKPOINT_FILE = "checkpoint.pt"
 HISTORY_FILE = "history.csv"
+RESULT_FILE = "result.json"  # a fold is finished once `wsi train` has written it
 CHECKPOINT_FORMAT = "wsi-checkpoint-v1"
 SPLIT_COLUMNS = ("slide_id", "patient_id", "label", "fold", "split")
 

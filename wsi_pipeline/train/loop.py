@@ -33,6 +33,7 @@ from wsi_pipeline.stores.feature_bag import compute_autocast
 from wsi_pipeline.stores.run_folder import (
     CHECKPOINT_FILE,
     HISTORY_FILE,
+    RESULT_FILE,
     Checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -44,7 +45,6 @@ from wsi_pipeline.train.config import TrainConfig
 from wsi_pipeline.train.process import ProcessRole
 
 LAST_FILE = "last.pt"
-RESULT_FILE = "result.json"
 HISTORY_COLUMNS = (
     "epoch",
     "train_loss",
