@@ -62,7 +62,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 REAL_DIR = Path(__file__).resolve().parent / "out" / "heatmaps_real"
 GENERATORS = ["isotropic", "lowrank", "combination", "real"]
 # Default-preset cohorts: the four generators at `--in-dim`, and isotropic at real features' width, where
-# `projected_gradient` fell to 0.54 top-k at 30% while `evidence_profile` kept 0.80 (session 5, one seed).
+# `vit_sf`'s maps differ most (30%, 5 seeds: `evidence_profile` 0.74 top-k, `projected_gradient` 0.42;
+# benchmarks/RESULTS.md, "A 2,048-d cohort in the default preset").
 DEFAULT_COHORTS = ["isotropic", "isotropic@2048", "lowrank", "combination", "real"]
 REFERENCE = "occlusion"
 CLASSIFIES = 0.9  # test AUROC from which a run's maps count for the default method
