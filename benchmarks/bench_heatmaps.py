@@ -30,7 +30,7 @@ one with the best *worst case* over the cells the model classifies, on the preci
 and is judged on those runs; `occlusion` (quadratic, the reference) is not eligible.
 
     uv run python benchmarks/bench_heatmaps.py --reduced    # 2 seeds, 3 densities, bags of 400-600 tiles
-    uv run python benchmarks/bench_heatmaps.py --workers 2  # 5 seeds, 4 densities, 500-1,000 tiles: ~75 min
+    uv run python benchmarks/bench_heatmaps.py --workers 2  # 5 seeds, 4 densities, 500-1,000 tiles: ~90 min
     uv run python benchmarks/bench_heatmaps.py --full --device cuda   # all models, 500-3,000 tiles per bag
 
 Writes benchmarks/results/heatmaps_<tag>.{json,md}; the JSON is rewritten after every cohort, so an
@@ -79,10 +79,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 5 seeds, 4 densities, the two default ViTs, bags of 500-1,000 tiles, every linear method and the occlusion
     # reference (seed 0), not integrated gradients (it alone cost as much as training in the reduced run; the
     # full preset has it). Measured 2026-11-29 on the 2-core VM with 2-4 other processes: ~31 s a cohort and
-    # model, 16 min a seed over the four 256-d/real cohorts; seed 0 (occlusion) about 3.5 times that. The
-    # `isotropic@2048` cohort alone took 49 min on one busy core (2026-11-30). So `--workers 2` (seeds {0},
-    # {1, 2, 3, 4}) needs about 75 min on an idle 2-core CPU (estimated from these busy figures; not run as one
-    # command).
+    # model, 16 min a seed over the four 256-d/real cohorts; seed 0 (occlusion) about 3.5 times that. With the
+    # `isotropic@2048` cohort, `--workers 2` (seeds {0}, {1, 2, 3, 4}) on the idle 2-core VM did 154 of the 200
+    # cohort-model runs in 70 min (2026-11-30): about 90 min in all.
     "default": dict(
         models=["vit_sf", "vit_sf_ca"], densities=[30, 10, 3, 1], seeds=5, train_bags=24, test_bags=6,
         min_tiles=500, max_tiles=1000, epochs=4, in_dim=256, occlusion_bags=1,
