@@ -91,10 +91,15 @@ def test_held_maps_share_one_bound_and_a_failing_map_fails_its_slide_only(
         return "slide not reachable: no top-k strip"
 
     monkeypatch.setattr(slide_heatmap, "write_slide_heatmap", draw)
-    maps = slide_heatmap.CohortScaleMaps(tmp_path)
+    maps = slide_heatmap.CohortScaleMaps(tmp_path, "global")
     bag = SimpleNamespace(coords=np.zeros((2, 2)), meta={})
     for slide_id, scores in (("weak", [0.1, -0.2]), ("broken", [0.0, 0.3]), ("strong", [4.0, -1.0])):
-        maps.hold(slide_id, bag, None, slide_id, np.array(scores), explained_class="tumour", settings=None)
+        assert (
+            maps.write_or_hold(
+                slide_id, bag, None, slide_id, np.array(scores), explained_class="tumour", settings=None
+            )
+            == ""
+        )  # held: drawing now would reach the stub below without a bound
     before = [
         SlideOutcome(s, "done", "an earlier note" if s == "weak" else "")
         for s in ("weak", "broken", "strong")

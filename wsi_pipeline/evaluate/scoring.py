@@ -23,7 +23,6 @@ from wsi_pipeline.inference.slide_heatmap import (
     CohortScaleMaps,
     HeatmapSettings,
     bag_with_level0_coords,
-    write_slide_heatmap,
 )
 from wsi_pipeline.stores.baseline import mean_pool
 from wsi_pipeline.stores.feature_bag import Bag, find_bag, load_bag, model_features
@@ -79,7 +78,7 @@ class SlideScorer:
         self.mean_features: dict[str, np.ndarray] = {}  # slide -> mean tile feature, for baseline.py
         self.deletion: dict[str, DeletionTest] = {}  # per slide with a heatmap: does the map explain it?
         # With one colour scale over the cohort (`heatmap_scale: global`) maps are drawn once all are scored.
-        self.cohort_maps = CohortScaleMaps(out_dir / HEATMAP_DIR)
+        self.cohort_maps = CohortScaleMaps(out_dir / HEATMAP_DIR, cfg.heatmap_scale)
         self.heatmap_settings = HeatmapSettings(
             cfg.tiles, cfg.slides_root, cfg.top_k, cfg.score_method, cfg.canvas_max_px, cfg.overlay_alpha
         )
@@ -158,28 +157,8 @@ class SlideScorer:
             f"{slide_id}: predicted {predicted} (p={float(mean[target]):.2f}), "
             f"true {self.labels[slide_id].label}; map of {who} for {predicted}\n{faithfulness.caption(test)}"
         )
-        if self.cfg.heatmap_scale == "global":
-            self.cohort_maps.hold(
-                slide_id,
-                bag,
-                models[0],
-                title,
-                scores,
-                explained_class=predicted,
-                settings=self.heatmap_settings,
-            )
-            return ""
-        folder = self.out_dir / HEATMAP_DIR
-        return write_slide_heatmap(
-            folder,
-            slide_id,
-            bag,
-            x,
-            models[0],
-            title,
-            self.heatmap_settings,
-            scores,
-            explained_class=predicted,
+        return self.cohort_maps.write_or_hold(
+            slide_id, bag, models[0], title, scores, explained_class=predicted, settings=self.heatmap_settings
         )
 
     def draw_deferred(self, outcomes: list[SlideOutcome]) -> list[SlideOutcome]:

@@ -108,19 +108,35 @@ class HeldMap:
 
 @dataclass
 class CohortScaleMaps:
-    """`--scale global`: maps held back until every slide is scored, then drawn on one colour scale over all
-    of them, so that the same colour means the same score on every slide. `wsi eval` and `wsi predict` share
-    it, so the two commands' global maps are drawn alike."""
+    """Where `wsi eval` and `wsi predict` send each slide's scored map. With `--scale slide` it is drawn at
+    once on its own scale; with `--scale global` it is held back until every slide is scored, then drawn on
+    one colour scale over all of them (`draw`), so that the same colour means the same score on every slide.
+    Shared, so the two commands draw alike."""
 
     folder: Path
+    scale: str  # HeatmapSettings.heatmap_scale: slide | global
     held: list[HeldMap] = field(default_factory=list)
 
-    def hold(
-        self, slide_id: str, bag: Any, fm: FoldModel, title: str, scores: np.ndarray, **how: Any
-    ) -> None:
-        """Keep what `write_slide_heatmap` needs (`how`: explained_class, settings) for `draw`."""
-        where = SimpleNamespace(coords=bag.coords, meta=bag.meta)
-        self.held.append(HeldMap(slide_id, where, fm, title, np.asarray(scores), **how))
+    def write_or_hold(
+        self,
+        slide_id: str,
+        bag: Any,
+        fm: FoldModel,
+        title: str,
+        scores: np.ndarray,
+        *,
+        explained_class: str,
+        settings: HeatmapSettings,
+    ) -> str:
+        """The map's note ('' when fine, or when held: its note comes with `draw`)."""
+        if self.scale != "global":
+            return write_slide_heatmap(
+                self.folder, slide_id, bag, torch.empty(0), fm, title, settings, scores,
+                explained_class=explained_class,
+            )  # fmt: skip
+        where = SimpleNamespace(coords=bag.coords, meta=bag.meta)  # not the features: kept for every slide
+        self.held.append(HeldMap(slide_id, where, fm, title, np.asarray(scores), explained_class, settings))
+        return ""
 
     def draw(
         self, outcomes: list[SlideOutcome], describe: Callable[[BaseException], str]

@@ -28,7 +28,6 @@ from wsi_pipeline.inference.slide_heatmap import (
     CohortScaleMaps,
     HeatmapSettings,
     bag_with_level0_coords,
-    write_slide_heatmap,
 )
 from wsi_pipeline.models.chunked import supports_chunking
 from wsi_pipeline.predict.compat import CHECK_OK, check_bag, run_identity
@@ -137,7 +136,7 @@ class _SlidePredictor:
             tiles, cfg.slides_root, cfg.top_k, cfg.score_method, cfg.canvas_max_px, cfg.overlay_alpha
         )
         # With one colour scale over the slides (`heatmap_scale: global`) maps are drawn once all are scored.
-        self.cohort_maps = CohortScaleMaps(out_dir / HEATMAP_DIR)
+        self.cohort_maps = CohortScaleMaps(out_dir / HEATMAP_DIR, cfg.heatmap_scale)
 
     def __call__(
         self, slide_id: str, path: Path, n_run_folds: int
@@ -201,16 +200,10 @@ class _SlidePredictor:
             whole=torch.as_tensor(pred.probs),
         )
         title = f"{self._title(slide_id, pred, target, n_run_folds)}\n{faithfulness.caption(self.deletion[slide_id])}"
-        how = {
-            "explained_class": self.classes[target],
-            "settings": replace(self.settings, score_method=method),
-        }
-        if self.cfg.heatmap_scale == "global":
-            self.cohort_maps.hold(slide_id, located, self.models[0], title, scores, **how)
-            return bounded
-        note = write_slide_heatmap(
-            self.out_dir / HEATMAP_DIR, slide_id, located, x, self.models[0], title, scores=scores, **how
-        )
+        note = self.cohort_maps.write_or_hold(
+            slide_id, located, self.models[0], title, scores,
+            explained_class=self.classes[target], settings=replace(self.settings, score_method=method),
+        )  # fmt: skip
         return "; ".join(r for r in (bounded, note) if r)
 
     def _method(self, n_tiles: int) -> tuple[str, str]:
