@@ -5,7 +5,8 @@ Planted-signal cohorts from four generators of different geometry, so no score m
 - `isotropic`: every tile N(0, I) in `--in-dim` dimensions; planted tiles get `--iso-shift` along a fixed
   direction. A synthetic generator may name its own width, `isotropic@2048`: a cohort of its own in one report,
   so one run sees whether a method holds at both widths (at 2,048-d, the width of real features, the planted
-  direction is one of many more that the model could attend to).
+  direction is one of many more that the model could attend to), and its own densities,
+  `isotropic@2048:30,10` (instead of `--densities`).
 - `lowrank`: benchmarks/bench_signal.py's tiles (a 32-d background subspace plus small noise); planted tiles
   get `--shift` along a direction outside it.
 - `real`: real tile features: `wsi tile` + `wsi extract --random-init` of crops of the two real slides in
@@ -30,7 +31,7 @@ one with the best *worst case* over the cells the model classifies, on the preci
 and is judged on those runs; `occlusion` (quadratic, the reference) is not eligible.
 
     uv run python benchmarks/bench_heatmaps.py --reduced    # 2 seeds, 3 densities, bags of 400-600 tiles
-    uv run python benchmarks/bench_heatmaps.py --workers 2  # 5 seeds, 4 densities, 500-1,000 tiles: ~90 min
+    uv run python benchmarks/bench_heatmaps.py --workers 2  # 5 seeds, 4 densities, 500-1,000 tiles
     uv run python benchmarks/bench_heatmaps.py --full --device cuda   # all models, 500-3,000 tiles per bag
 
 Writes benchmarks/results/heatmaps_<tag>.{json,md}; the JSON is rewritten after every cohort, so an
@@ -55,7 +56,7 @@ from bench_signal import FeatureSpace, mean_sd, top_k_precision
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
-from wsi_pipeline.inference.faithfulness import deletion_test, insertion_test, model_probabilities
+from wsi_pipeline.inference.faithfulness import DELETION_FRACTION, model_probabilities, tile_subsets
 from wsi_pipeline.models import SCORE_METHODS, build_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -63,10 +64,14 @@ REAL_DIR = Path(__file__).resolve().parent / "out" / "heatmaps_real"
 GENERATORS = ["isotropic", "lowrank", "combination", "real"]
 # Default-preset cohorts: the four generators at `--in-dim`, and isotropic at real features' width, where
 # `vit_sf`'s maps differ most (30%, 5 seeds: `evidence_profile` 0.74 top-k, `projected_gradient` 0.42;
-# benchmarks/RESULTS.md, "A 2,048-d cohort in the default preset").
-DEFAULT_COHORTS = ["isotropic", "isotropic@2048", "lowrank", "combination", "real"]
+# benchmarks/RESULTS.md, "A 2,048-d cohort in the default preset"), at 30% and 10% only: at 3% and 1% neither
+# ViT classified it on more than one seed of five (AUROC >= 0.9), so those cells never count for a pick.
+DEFAULT_COHORTS = ["isotropic", "isotropic@2048:30,10", "lowrank", "combination", "real"]
 REFERENCE = "occlusion"
 CLASSIFIES = 0.9  # test AUROC from which a run's maps count for the default method
+# A cohort on a seed that runs the occlusion reference costs about this many others (default preset, 2026-11-30).
+OCCLUSION_COST = 2.5
+METRICS = ("topk", "top_drop", "random_drop", "insert_top", "insert_random", "seconds")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # What a shared, overloaded 2-core machine allowed on 2026-11-29 (one busy core): bags of 400-600 tiles,
@@ -167,15 +172,26 @@ def make_bags(generator: str, d: Draw) -> list[Bag]:
 
 
 def cohort_spec(text: str) -> str:
-    """A generator name, or a synthetic one with its own width (`isotropic@2048`); argparse's type check."""
-    base, at, width = text.partition("@")
+    """argparse's check of a cohort: a generator, a synthetic one with its own width (`isotropic@2048`), and
+    either with the densities it runs at instead of `--densities` (`isotropic@2048:30,10`)."""
+    cohort, colon, densities = text.partition(":")
+    base, at, width = cohort.partition("@")
     if base not in GENERATORS:
         raise argparse.ArgumentTypeError(f"unknown generator {base!r}; choose from {', '.join(GENERATORS)}")
     if at and (base == "real" or not width.isdigit() or int(width) < 1):
         raise argparse.ArgumentTypeError(
             f"{text!r}: a width is a positive integer after a synthetic generator (real features have theirs)"
         )
+    if colon and not all(_is_percent(d) for d in densities.split(",")):
+        raise argparse.ArgumentTypeError(f"{text!r}: densities are percents in (0, 100], comma-separated")
     return text
+
+
+def _is_percent(text: str) -> bool:
+    try:
+        return 0 < float(text) <= 100
+    except ValueError:
+        return False
 
 
 def at_least_one(text: str) -> int:
@@ -186,9 +202,20 @@ def at_least_one(text: str) -> int:
 
 
 def split_cohort(spec: str, default_dim: int) -> tuple[str, int]:
-    """(generator, width of its synthetic tiles): `isotropic@2048` -> (isotropic, 2048)."""
-    base, _, width = spec.partition("@")
+    """(generator, width of its synthetic tiles): `isotropic@2048:30` -> (isotropic, 2048)."""
+    base, _, width = cohort_name(spec).partition("@")
     return base, int(width) if width else default_dim
+
+
+def cohort_name(spec: str) -> str:
+    """The cohort as runs and tables name it, without its densities: `isotropic@2048:30,10` -> isotropic@2048."""
+    return spec.partition(":")[0]
+
+
+def cohort_densities(spec: str, default: list[float]) -> list[float]:
+    """The densities (percent) a cohort runs at: its own (`isotropic@2048:30,10`), else `default`."""
+    _, colon, densities = spec.partition(":")
+    return [float(d) for d in densities.split(",")] if colon else default
 
 
 def real_pools(features: Path, train: bool) -> tuple[Tensor, Tensor]:
@@ -248,24 +275,32 @@ def train_model(name: str, train: list[Bag], seed: int, args: argparse.Namespace
     return model.eval()
 
 
-def measure_bag(model: nn.Module, bag: Bag, method: str, device: torch.device) -> dict[str, float]:
-    """Top-k precision, deletion and insertion of one positive bag's scores for `method`."""
+def measure_bag(
+    model: nn.Module, bag: Bag, methods: list[str], device: torch.device
+) -> dict[str, dict[str, float]]:
+    """Per method: top-k precision, deletion and insertion of one positive bag's scores, as
+    `wsi_pipeline/inference/faithfulness.py` defines them (`tile_subsets`). The whole bag and its random
+    subsets do not depend on the scores, so they are forwarded once for all methods."""
     x = bag.x[None].to(device)
-    started = time.perf_counter()
-    # Explain the positive class: the question is whether the scores point at the planted tiles.
-    scores = model.tile_scores(x, method=method, target=1)[0].cpu()
-    seconds = time.perf_counter() - started
     predict = model_probabilities(model)
-    deletion = deletion_test(predict, x, scores, target=1)  # the class the scores explain
-    inserted_top, inserted_random = insertion_test(predict, x, scores, target=1)
-    return {
-        "topk": top_k_precision(scores, bag.planted),
-        "top_drop": deletion.top_drop,
-        "random_drop": deletion.random_drop,
-        "insert_top": inserted_top,
-        "insert_random": inserted_random,
-        "seconds": seconds,
-    }
+    whole = float(predict(x)[1])  # explain the positive class: do the scores point at the planted tiles?
+    _, random = tile_subsets(torch.zeros(x.shape[1]), DELETION_FRACTION, seed=0)
+    random_drop, insert_random = whole - float(predict(x[:, ~random])[1]), float(predict(x[:, random])[1])
+    rows = {}
+    for method in methods:
+        started = time.perf_counter()
+        scores = model.tile_scores(x, method=method, target=1)[0].cpu()
+        seconds = time.perf_counter() - started
+        top, _ = tile_subsets(scores, DELETION_FRACTION, seed=0)
+        rows[method] = {
+            "topk": top_k_precision(scores, bag.planted),
+            "top_drop": whole - float(predict(x[:, ~top])[1]),
+            "random_drop": random_drop,
+            "insert_top": float(predict(x[:, top])[1]),
+            "insert_random": insert_random,
+            "seconds": seconds,
+        }
+    return rows
 
 
 def run_one(
@@ -278,13 +313,16 @@ def run_one(
     with torch.no_grad():
         probs = [float(model(b.x[None].to(device)).float().softmax(-1)[0, 1]) for b in test]
     positives = [b for b in test if b.label == 1]
-    per_method: dict[str, dict[str, float]] = {}
-    for method in args.methods:
-        bags = positives[: args.occlusion_bags] if method == REFERENCE else positives
-        if method == REFERENCE and seed >= args.occlusion_seeds:
-            continue
-        rows = [measure_bag(model, b, method, device) for b in bags]
-        per_method[method] = {key: statistics.fmean(r[key] for r in rows) for key in rows[0]}
+    cheap = [m for m in args.methods if m != REFERENCE]
+    rows = [measure_bag(model, b, cheap, device) for b in positives]
+    if REFERENCE in args.methods and seed < args.occlusion_seeds:  # quadratic: on the smallest bags only
+        smallest = sorted(positives, key=lambda b: len(b.x))[: args.occlusion_bags]
+        rows += [measure_bag(model, b, [REFERENCE], device) for b in smallest]
+    per_method = {
+        m: {key: statistics.fmean(r[m][key] for r in rows if m in r) for key in METRICS}
+        for m in args.methods
+        if any(m in r for r in rows)
+    }
     return {
         "model": name,
         "seed": seed,
@@ -297,7 +335,7 @@ def run_one(
 def cells(report: dict[str, Any], model: str) -> list[tuple[str, str, list[dict[str, Any]]]]:
     """(generator, density, runs) for `model`, in the benchmark's order."""
     out = []
-    for generator in report["settings"]["generators"]:
+    for generator in dict.fromkeys(map(cohort_name, report["settings"]["generators"])):
         for density in report["settings"]["densities"]:
             runs = [
                 r for r in report["runs"]
@@ -375,7 +413,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"of {s['min_tiles']}-{s['max_tiles']} tiles ({s['in_dim']}-d synthetic unless a cohort names its width, "
         "real features 2048-d); "
         f"{s['epochs']} epochs of AdamW (lr {s['lr']:g}, batch 1); paper-default architectures. "
-        f"`{REFERENCE}` on {s['occlusion_bags']} positive bag(s) of seed 0 only. Mean ± sd over seeds "
+        f"`{REFERENCE}` on the {s['occlusion_bags']} smallest positive bag(s) of seed 0 only. Mean ± sd over seeds "
         f"(of the per-run means over the positive test bags). Load average {report['load_average_start'][0]:.1f} "
         f"at the start, {report.get('load_average_end', [float('nan')])[0]:.1f} at the end; "
         f"{report.get('wall_s', float('nan')) / 60:.0f} min.",
@@ -446,9 +484,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--occlusion-seeds", type=int, default=1, help="seeds on which the reference runs")
     parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. seeds-1 only")
     parser.add_argument(
-        "--workers", type=at_least_one, default=1, help="processes; seeds dealt by cost, results merged"
+        "--workers", type=at_least_one, default=1, help="processes; cohorts dealt by cost, results merged"
     )
-    parser.add_argument("--only-seeds", type=int, nargs="+", help=argparse.SUPPRESS)  # a worker's share
+    parser.add_argument("--only-units", nargs="+", help=argparse.SUPPRESS)  # a worker's share: seed/cohort
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--noise", type=float, default=0.3)
     parser.add_argument("--shift", type=float, default=24.0, help="planted shift of `lowrank`, `combination`")
@@ -481,20 +519,34 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def deal_seeds(args: argparse.Namespace) -> list[list[int]]:
-    """Seeds per worker, balanced by cost: a seed that runs the occlusion reference (quadratic) costs about 3.5
-    others (measured with the default preset), so it goes first, to the least loaded worker."""
-    seeds = sorted(range(args.first_seed, args.seeds), key=lambda seed: seed >= args.occlusion_seeds)
-    shares: list[list[int]] = [[] for _ in range(args.workers)]
+def all_units(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """(seed, index into `args.generators`) of every cohort to run, seed-major, so an interrupted run still
+    covers every cohort (`real` last within a seed); a worker runs its share (`--only-units`) only."""
+    if args.only_units:
+        return [(int(seed), int(index)) for seed, index in (unit.split("/") for unit in args.only_units)]
+    return [(seed, i) for seed in range(args.first_seed, args.seeds) for i in range(len(args.generators))]
+
+
+def deal_units(args: argparse.Namespace) -> list[list[tuple[int, int]]]:
+    """Units per worker, balanced by cost, the dearest first to the least loaded worker. A unit costs its
+    number of densities, times OCCLUSION_COST on a seed that runs the occlusion reference (quadratic in the
+    bag): dealing whole seeds left one worker with the reference seed and the other with all the rest."""
+
+    def cost(unit: tuple[int, int]) -> float:
+        seed, index = unit
+        densities = len(cohort_densities(args.generators[index], args.densities))
+        return densities * (OCCLUSION_COST if seed < args.occlusion_seeds else 1.0)
+
+    shares: list[list[tuple[int, int]]] = [[] for _ in range(args.workers)]
     loads = [0.0] * args.workers
-    for seed in seeds:
+    for unit in sorted(all_units(args), key=cost, reverse=True):
         least = loads.index(min(loads))
-        shares[least].append(seed)
-        loads[least] += 3.5 if seed < args.occlusion_seeds else 1.0
-    return shares
+        shares[least].append(unit)
+        loads[least] += cost(unit)
+    return [sorted(share) for share in shares]
 
 
-def worker_argv(part: Path, seeds: list[int]) -> list[str]:
+def worker_argv(part: Path, units: list[tuple[int, int]]) -> list[str]:
     """This script's own command line for one worker (later options win in argparse)."""
     tag = part.stem.removeprefix("heatmaps_")
     return [
@@ -505,17 +557,17 @@ def worker_argv(part: Path, seeds: list[int]) -> list[str]:
         "1",
         "--tag",
         tag,
-        "--only-seeds",
-        *map(str, seeds),
+        "--only-units",
+        *(f"{seed}/{index}" for seed, index in units),
     ]
 
 
 def run_workers(args: argparse.Namespace, path: Path) -> None:
-    """Seeds dealt to `--workers` child processes of this script (`deal_seeds`), their reports merged into
+    """Cohorts dealt to `--workers` child processes of this script (`deal_units`), their reports merged into
     `path`. When any worker fails, the workers' own JSONs stay behind for `--report-only`."""
-    if "real" in args.generators:
+    if any(split_cohort(g, args.in_dim)[0] == "real" for g in args.generators):
         ensure_real_features(args.real_features)  # once, before workers could race to build them
-    shares = [share for share in deal_seeds(args) if share]
+    shares = [share for share in deal_units(args) if share]
     parts = [path.with_name(f"{path.stem}_w{i}.json") for i in range(len(shares))]
     started = time.perf_counter()
     children = [subprocess.Popen(worker_argv(part, share)) for part, share in zip(parts, shares, strict=True)]
@@ -559,13 +611,12 @@ def main() -> None:
         "runs": [],
     }
     started = time.perf_counter()
-    # Seed by seed, so an interrupted run still covers every generator (`real` last within a seed).
-    for seed in args.only_seeds or range(args.first_seed, args.seeds):
-        for generator in args.generators:
-            for density in args.densities:
-                run_cohort(report, generator, density, seed, args)
-                report["wall_s"], report["load_average_end"] = time.perf_counter() - started, os.getloadavg()
-                write_report(report, path)
+    for seed, index in all_units(args):
+        generator = args.generators[index]
+        for density in cohort_densities(generator, args.densities):
+            run_cohort(report, generator, density, seed, args)
+            report["wall_s"], report["load_average_end"] = time.perf_counter() - started, os.getloadavg()
+            write_report(report, path)
     print(markdown(report))
 
 
@@ -583,7 +634,7 @@ def run_cohort(
         cohorts.append(make_bags(base, Draw(n_bags, density / 100, in_dim, args, gen, space, pools)))
     for model in args.models:
         run = run_one(model, cohorts[0], cohorts[1], seed, args) | {
-            "generator": generator,
+            "generator": cohort_name(generator),
             "density": density,
         }
         report["runs"].append(run)

@@ -11,7 +11,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import bench_heatmaps
 
 
-@pytest.mark.parametrize("spec", ["real@2048", "isotropic@", "isotropic@0", "isotropic@wide", "noise@64"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "real@2048",
+        "isotropic@",
+        "isotropic@0",
+        "isotropic@wide",
+        "noise@64",
+        "lowrank:0",
+        "real:30,x",
+        "real:",
+    ],
+)
 def test_a_width_only_follows_a_synthetic_generator(spec: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         bench_heatmaps.cohort_spec(spec)
@@ -26,6 +38,14 @@ def test_a_cohort_is_drawn_at_its_own_width_and_the_others_at_in_dim() -> None:
         bags = bench_heatmaps.make_bags(base, bench_heatmaps.Draw(2, 0.3, in_dim, args, gen, space, None))
         assert {bag.x.shape[1] for bag in bags} == {width}
         assert bags[1].planted.any() and not bags[0].planted.any()
+
+
+def test_a_cohort_may_name_its_own_densities_and_is_reported_without_them() -> None:
+    spec = bench_heatmaps.cohort_spec("isotropic@2048:30,10")
+    assert bench_heatmaps.cohort_densities(spec, [30.0, 10.0, 3.0, 1.0]) == [30.0, 10.0]
+    assert bench_heatmaps.cohort_densities("real", [3.0]) == [3.0]
+    assert bench_heatmaps.split_cohort(spec, 16) == ("isotropic", 2048)
+    assert bench_heatmaps.cohort_name(spec) == "isotropic@2048"
 
 
 def test_merging_runs_of_different_cohorts_keeps_every_cohort_in_the_tables() -> None:
