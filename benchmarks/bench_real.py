@@ -9,7 +9,8 @@ in tests/data after `wsi tile --tile-um 32 --tile-px 64 --mpp 0.25` (small tiles
 
 Each repeat r shuffles a stratified k-fold split with seed r; inside each fold's training part a stratified
 20 % is held out as validation (early stopping, temperature), as `wsi train` does. Every model trains through
-the library's own `FoldTrainer` in this process with `TrainConfig(model=...)` defaults, one torch thread.
+the library's own `train_fold` (what `wsi train` runs per fold, members included) in this process with
+`TrainConfig(model=...)` defaults, one torch thread.
 The baseline is `fit_baseline` (standardised logistic regression on mean-pooled bags) on the same training
 part. Reported per set and model: mean and sd over all folds of test AUROC and accuracy, plus ECE. The
 load is recorded by the rule of benchmarks/_machine.py and never refused (AUROC and accuracy do not depend on
@@ -178,28 +179,30 @@ def run_model(
     in_dim: int,
     seed: int,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Test probabilities of one model trained by the library's FoldTrainer, and its fold result."""
-    from wsi_pipeline.models import build_model, model_config
+    """Test probabilities of one fold trained as `wsi train` trains it (`train_fold`: one model, or its
+    members) and scored from its checkpoint as `wsi eval` loads it, and the fold's result."""
+    from wsi_pipeline.inference.fold_models import checkpoint_model
+    from wsi_pipeline.stores.run_folder import CHECKPOINT_FILE, load_checkpoint
     from wsi_pipeline.train.config import TrainConfig
-    from wsi_pipeline.train.loop import FoldData, FoldTrainer
+    from wsi_pipeline.train.fold import FoldSetup, train_fold
+    from wsi_pipeline.train.loop import FoldData
     from wsi_pipeline.train.process import ProcessRole
 
     train, val, test = split
     cfg = TrainConfig(model=name, device="cpu", seed=seed, **settings)
+    patients = {s: s for s in labels}  # one bag per patient
+    setup = FoldSetup(cfg, ("0", "1"), in_dim, cache, patients, torch.device("cpu"), ProcessRole(), None)
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        data = FoldData(0, Path(tmp), train, val, labels)
-        torch.manual_seed(seed)
-        model = build_model(name, in_dim=in_dim, n_classes=2, **cfg.model_overrides)
-        resolved = model_config(name, **cfg.model_overrides).model_dump(mode="json")
-        trainer = FoldTrainer(
-            cfg, model, resolved, ("0", "1"), in_dim, cache, data, torch.device("cpu"), ProcessRole(), None
-        )
-        result = trainer.fit()
-        probs = trainer.predict(test)
-    return probs, {
+        result = train_fold(setup, FoldData(0, Path(tmp), train, val, labels))
+        path = Path(tmp) / CHECKPOINT_FILE
+        model = checkpoint_model(load_checkpoint(path), path).eval()
+        with torch.no_grad():
+            logits = torch.cat([model(cache.get(s).unsqueeze(0)).float() for s in test])
+    return torch.softmax(logits, dim=-1).numpy(), {
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "temperature": result.temperature,
+        "members": result.members,
     }
 
 

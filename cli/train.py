@@ -57,6 +57,7 @@ def train(
     select_on: SelectOnChoice = typer.Option(None, "--select-on", help=_help("select_on")),
     min_epochs: int = typer.Option(None, "--min-epochs", min=1, help=_help("min_epochs")),
     ema_epochs: float = typer.Option(None, "--ema-epochs", help=_help("ema_epochs")),
+    members: int = typer.Option(None, "--members", min=1, help=_help("members")),
     calibrate: bool = typer.Option(None, "--calibrate/--no-calibrate", help=_help("calibrate")),
     threads: int = typer.Option(None, "--threads", min=1, help=_help("threads")),
     show_config: bool = PrintConfigOption,

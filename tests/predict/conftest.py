@@ -97,6 +97,7 @@ def planted_run(
         features=root / "features",
         labels=root / "labels.csv",
         model="abmil",
+        members=1,  # one model per fold here; a run with members is predicted in tests/train/test_members.py
         model_overrides={"embed_dim": embed_dim, "attention_dim": embed_dim // 2},
         epochs=epochs,
         lr=1e-3,

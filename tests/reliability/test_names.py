@@ -86,6 +86,8 @@ def test_unusual_names_go_through_every_stage(tmp_path: Path) -> None:
             str(run),
             "--model",
             "abmil",
+            "--members",
+            "1",
             "--epochs",
             "2",
             "--device",

@@ -18,7 +18,9 @@ from wsi_pipeline.train.process import ProcessRole
 
 WSI = Path(sys.executable).parent / "wsi"
 SPLITS = ["train"] * 15 + ["val"] * 7 + ["test"] * 5  # uneven: padded steps, unequal val shares
-TRAIN_OPTIONS = ["--model", "abmil", "--epochs", "4", "--lr", "5e-4", "--device", "cpu", "--seed", "0"]
+# One model per fold: the members' own run under torchrun is the last test.
+TRAIN_OPTIONS = ["--model", "abmil", "--members", "1", "--epochs", "4", "--lr", "5e-4", "--device", "cpu"]
+TRAIN_OPTIONS += ["--seed", "0"]
 
 
 def test_every_rank_takes_as_many_steps_and_the_order_is_covered() -> None:
@@ -98,3 +100,24 @@ def test_two_processes_train_like_one_and_only_rank_0_writes(tmp_path: Path) -> 
     resumed = _train(tmp_path, two, 2, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert _result(two)["best_val_auroc"] == b
+
+
+@pytest.mark.slow
+def test_members_under_torchrun_train_like_one_process_and_load_as_one_model(tmp_path: Path) -> None:
+    _cohort(tmp_path)
+    one, two = tmp_path / "one", tmp_path / "two"
+    options = ("--members", "2", "--epochs", "2")  # later options win
+    for out, nproc in ((one, 1), (two, 2)):
+        done = _train(tmp_path, out, nproc, *options)
+        assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+    assert (two / "members.csv").read_text() == (one / "members.csv").read_text()
+    for member in ("member_0", "member_1"):
+        with open(two / member / "history.csv", newline="") as fh:
+            assert [row["epoch"] for row in csv.DictReader(fh)] == ["1", "2"]
+    payload = torch.load(two / "checkpoint.pt", weights_only=True)
+    assert payload["members"] == 2 and {k.split(".")[1] for k in payload["state_dict"]} == {"0", "1"}
+    a, b = _result(one), _result(two)
+    assert a["members"] == b["members"] == 2
+    auroc_one, auroc_two = a["best_val_auroc"], b["best_val_auroc"]
+    assert abs(auroc_one - auroc_two) <= 0.05 or min(auroc_one, auroc_two) >= 0.95, (auroc_one, auroc_two)

@@ -15,6 +15,7 @@ from wsi_pipeline.stores.run_folder import (
     CONFIG_FILE,
     HISTORY_FILE,
     RESULT_FILE,
+    Checkpoint,
     RunInfo,
     fold_dir,
     load_checkpoint,
@@ -37,12 +38,22 @@ def load_fold_models(info: RunInfo, device: torch.device, folds: list[int] | Non
         ckpt = load_checkpoint(path)
         if ckpt.class_names != info.class_names:
             raise WsiError(f"{path}: classes {ckpt.class_names} differ from the run's {info.class_names}")
-        model = build_model(
+        models.append(FoldModel(fold, checkpoint_model(ckpt, path).to(device).eval(), ckpt.in_dim))
+    return models
+
+
+def checkpoint_model(ckpt: Checkpoint, path: Path) -> torch.nn.Module:
+    """The model a checkpoint holds, with its weights: one aggregator, or a `MemberEnsemble` of them."""
+    from wsi_pipeline.models.ensemble import MemberEnsemble
+
+    def build() -> torch.nn.Module:
+        return build_model(
             ckpt.model_name, in_dim=ckpt.in_dim, n_classes=len(ckpt.class_names), **ckpt.model_config
         )
-        load_weights(model, ckpt.state_dict, ckpt.model_name, path)
-        models.append(FoldModel(fold, model.to(device).eval(), ckpt.in_dim))
-    return models
+
+    model = build() if ckpt.members == 1 else MemberEnsemble([build() for _ in range(ckpt.members)])
+    load_weights(model, ckpt.state_dict, ckpt.model_name, path)
+    return model
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, Any], model_name: str, path: Path) -> None:

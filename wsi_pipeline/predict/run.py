@@ -30,6 +30,7 @@ from wsi_pipeline.inference.slide_heatmap import (
     bag_with_level0_coords,
 )
 from wsi_pipeline.models.chunked import supports_chunking
+from wsi_pipeline.models.ensemble import members_of
 from wsi_pipeline.predict.compat import CHECK_OK, check_bag, run_identity
 from wsi_pipeline.predict.config import PredictConfig
 from wsi_pipeline.predict.outputs import (
@@ -104,8 +105,9 @@ def bound_memory(models: list[FoldModel]) -> None:
     costs the bag plus a few hidden states."""
     for fm in models:
         fm.model.requires_grad_(False)
-        if hasattr(fm.model, "use_chunks") and supports_chunking(fm.model):
-            fm.model.use_chunks(PREDICT_CHUNK_TOKENS)
+        for model in members_of(fm.model):
+            if hasattr(model, "use_chunks") and supports_chunking(model):
+                model.use_chunks(PREDICT_CHUNK_TOKENS)
 
 
 def check_out_dir(out_dir: Path) -> None:

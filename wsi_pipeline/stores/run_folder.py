@@ -105,6 +105,9 @@ class Checkpoint:
     state_dict: dict[str, Any]
     epoch: int
     val_auroc: float
+    # > 1: the weights are those of a `MemberEnsemble` of that many models (`wsi train --members`), whose
+    # state-dict keys start with `members.<m>.`; `epoch` is then the members' median best epoch.
+    members: int = 1
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
@@ -118,6 +121,7 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         "state_dict": {k: v.detach().cpu() for k, v in checkpoint.state_dict.items()},
         "epoch": int(checkpoint.epoch),
         "val_auroc": float(checkpoint.val_auroc),
+        "members": int(checkpoint.members),
     }
     write_bytes_atomic(path, torch_bytes(payload))
 
@@ -150,6 +154,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         state_dict=payload["state_dict"],
         epoch=payload["epoch"],
         val_auroc=payload["val_auroc"],
+        members=int(payload.get("members", 1)),  # checkpoints before `--members` hold one model
     )
 
 

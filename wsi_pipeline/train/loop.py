@@ -129,6 +129,7 @@ class FoldResult:
     temperature: float = 1.0  # fitted on the validation bags after training; 1 = not calibrated
     val_nll_uncalibrated: float | None = None
     val_nll_calibrated: float | None = None
+    members: int = 1  # > 1: the fold's models (train/members.py); the other fields then summarise them
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float) -> float:
@@ -502,9 +503,14 @@ class FoldTrainer:
                 result = replace(result, temperature=t, val_nll_uncalibrated=before, val_nll_calibrated=after)
                 say = self.console.print if self.console is not None else (lambda *_: None)
                 say(f"fold {self.data.fold}: temperature {t:.3g} (val NLL {before:.4f} -> {after:.4f})")
-            write_text_atomic(out / RESULT_FILE, json.dumps(asdict(result), indent=2) + "\n")
+            write_fold_result(out, result)
             (out / LAST_FILE).unlink(missing_ok=True)
         return result
+
+
+def write_fold_result(out_dir: Path, result: FoldResult) -> None:
+    """result.json: written last, it marks the fold (or member) finished."""
+    write_text_atomic(out_dir / RESULT_FILE, json.dumps(asdict(result), indent=2) + "\n")
 
 
 def read_fold_result(out_dir: Path) -> FoldResult | None:

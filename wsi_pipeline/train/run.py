@@ -36,7 +36,8 @@ from wsi_pipeline.stores.run_folder import (
 from wsi_pipeline.train.bags import BagCache, Cohort, match_bags
 from wsi_pipeline.train.baseline import fit_baseline
 from wsi_pipeline.train.config import TrainConfig
-from wsi_pipeline.train.loop import LAST_FILE, FoldData, FoldResult, FoldTrainer, read_fold_result
+from wsi_pipeline.train.fold import FoldSetup, fold_members, train_fold
+from wsi_pipeline.train.loop import LAST_FILE, FoldData, FoldResult, read_fold_result
 from wsi_pipeline.train.process import (
     ProcessRole,
     launched_by_torchrun,
@@ -154,7 +155,11 @@ def _run_training(
             f"model {cfg.model} on {device}; {cohort.in_dim}-d bags, cache {cfg.cache}"
             + (f" ({cache.nbytes / 2**30:.2f} GiB)" if cfg.cache != "none" else "")
         )
-        fold_run = _FoldRun(cfg, run_dir, cohort, splits, cache, device, role, console, say)
+        patient_of = {row.slide_id: row.patient_id for row in cohort.table.rows}
+        setup = FoldSetup(
+            cfg, cohort.table.class_names, cohort.in_dim, cache, patient_of, device, role, console
+        )
+        fold_run = _FoldRun(setup, run_dir, cohort, splits)
         results = [fold_run(fold, on_epoch_end) for fold in range(cfg.folds)]
         summary = RunSummary(run_dir=run_dir, folds=results, reports=role.writes)
         if role.writes:
@@ -213,44 +218,27 @@ def _cohort(cfg: TrainConfig, features: Path, labels: Path, say: Callable[..., N
 class _FoldRun:
     """Trains one fold of a run, or reports it finished earlier (a fold is done once result.json exists)."""
 
-    cfg: TrainConfig
+    setup: FoldSetup
     run_dir: Path
     cohort: Cohort
     splits: list[SplitRow]
-    cache: BagCache
-    device: torch.device
-    role: ProcessRole
-    console: Console | None
-    say: Callable[..., None]
 
     def __call__(self, fold: int, on_epoch_end: FoldHook | None) -> FoldResult:
-        from wsi_pipeline.models import build_model, model_config  # heavy: torch model modules
-
-        cfg, role, class_names = self.cfg, self.role, self.cohort.table.class_names
+        setup, cfg = self.setup, self.setup.cfg
         out = fold_dir(self.run_dir, fold, cfg.folds)
         done = read_fold_result(out)
         if done is not None:
-            if role.writes:  # a kill between writing result.json and removing the resume state
+            if setup.role.writes:  # a kill between writing result.json and removing the resume state
                 (out / LAST_FILE).unlink(missing_ok=True)
-            self.say(f"fold {fold}: finished earlier (best val AUROC {done.best_val_auroc:.4f}), skipped")
+            setup.say(f"fold {fold}: finished earlier (best val AUROC {done.best_val_auroc:.4f}), skipped")
             return done
-        if role.writes:
+        if setup.role.writes:
             clean_stale_temporaries(out)
         targets = {row.slide_id: self.cohort.table.class_index(row.label) for row in self.cohort.table.rows}
         data = _fold_data(self.splits, fold, out, targets)
-        _prepare_fold(data, self.cache, class_names, cfg, role, self.say)
-        torch.manual_seed(cfg.seed + fold)
-        in_dim = self.cohort.in_dim
-        model = build_model(cfg.model, in_dim=in_dim, n_classes=len(class_names), **cfg.model_overrides)
-        resolved_model = model_config(cfg.model, **cfg.model_overrides).model_dump(mode="json")
-        trainer = FoldTrainer(
-            cfg, model.to(self.device), resolved_model, class_names, in_dim, self.cache, data,
-            self.device, role, self.console,
-        )  # fmt: skip
-        if trainer.restore():
-            self.say(f"fold {fold}: resuming after epoch {trainer.state.epoch}")
+        _prepare_fold(data, setup)
         hook = (lambda epoch, row: on_epoch_end(fold, epoch, row)) if on_epoch_end else None
-        return trainer.fit(hook)
+        return train_fold(setup, data, hook)
 
 
 def _fold_data(splits: list[SplitRow], fold: int, out: Path, targets: dict[str, int]) -> FoldData:
@@ -280,22 +268,19 @@ def small_validation_warning(data: FoldData, class_names: tuple[str, ...], selec
     )
 
 
-def _prepare_fold(
-    data: FoldData,
-    cache: BagCache,
-    class_names: tuple[str, ...],
-    cfg: TrainConfig,
-    role: ProcessRole,
-    say: Callable[..., None],
-) -> None:
-    """Warn about a small validation set; fit the mean-pooled baseline on the training bags (seconds), which
-    `wsi eval` reports next to the model."""
-    warning = small_validation_warning(data, class_names, cfg.select_on)
+def _prepare_fold(data: FoldData, setup: FoldSetup) -> None:
+    """Warn about a small validation set (with members: one member's part); fit the mean-pooled baseline on
+    the slides the fold's model(s) train on (seconds), which `wsi eval` reports next to the model."""
+    members = fold_members(setup, data)
+    trained_on = sorted(data.train_ids + data.val_ids) if members else data.train_ids
+    warning = small_validation_warning(
+        members[0] if members else data, setup.class_names, setup.cfg.select_on
+    )
     if warning is not None:
-        say(f"[yellow]warning[/]: fold {data.fold}: {warning}")
+        setup.say(f"[yellow]warning[/]: fold {data.fold}: {warning}")
     path = data.out_dir / BASELINE_FILE
-    if role.writes and not path.is_file():
+    if setup.role.writes and not path.is_file():
         data.out_dir.mkdir(parents=True, exist_ok=True)
-        pooled = np.stack([mean_pool(cache.get(s).cpu().numpy()) for s in data.train_ids])
-        targets = np.array([data.targets[s] for s in data.train_ids])
-        save_baseline(path, fit_baseline(pooled, targets, class_names))
+        pooled = np.stack([mean_pool(setup.cache.get(s).cpu().numpy()) for s in trained_on])
+        targets = np.array([data.targets[s] for s in trained_on])
+        save_baseline(path, fit_baseline(pooled, targets, setup.class_names))
