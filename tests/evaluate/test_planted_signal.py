@@ -58,6 +58,7 @@ def test_planted_signal_is_learned_and_located(
         epochs=epochs,
         lr=lr,
         warmup_epochs=0.5,
+        members=1,  # one model: a fold's members average their scores (tests/train/test_members.py)
         device="cpu",
     )
     run_training(cfg, tmp_path / "run")

@@ -21,7 +21,7 @@ from wsi_pipeline.inference.fold_models import FoldModel
 from wsi_pipeline.inference.slide_heatmap import (
     HEATMAP_DIR,
     CohortScaleMaps,
-    HeatmapSettings,
+    MapSettings,
     bag_with_level0_coords,
 )
 from wsi_pipeline.stores.baseline import mean_pool
@@ -79,9 +79,7 @@ class SlideScorer:
         self.deletion: dict[str, DeletionTest] = {}  # per slide with a heatmap: does the map explain it?
         # With one colour scale over the cohort (`heatmap_scale: global`) maps are drawn once all are scored.
         self.cohort_maps = CohortScaleMaps(out_dir / HEATMAP_DIR, cfg.heatmap_scale)
-        self.heatmap_settings = HeatmapSettings(
-            cfg.tiles, cfg.slides_root, cfg.top_k, cfg.score_method, cfg.canvas_max_px, cfg.overlay_alpha
-        )
+        self.heatmap_settings = MapSettings.of(cfg, cfg.tiles)
 
     def __call__(self, slide_id: str, folds: list[int], source: str, probs: FoldProbs) -> SlideOutcome:
         start = time.perf_counter()

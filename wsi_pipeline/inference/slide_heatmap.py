@@ -19,6 +19,7 @@ from wsi_pipeline.batch import SlideOutcome
 from wsi_pipeline.errors import WsiError
 from wsi_pipeline.inference import heatmaps as hm
 from wsi_pipeline.inference.fold_models import FoldModel
+from wsi_pipeline.inference.heatmap_settings import HeatmapSettings
 from wsi_pipeline.slides import open_slide, resolve_mpp
 from wsi_pipeline.stores.feature_bag import load_bag
 from wsi_pipeline.stores.tile_store import read_tile_store_meta, store_path
@@ -28,13 +29,23 @@ STRIP_TILE_PX = 224
 
 
 @dataclass(frozen=True)
-class HeatmapSettings:
+class MapSettings:
+    """What drawing one slide's map needs: the command's heatmap options and where its tile stores are."""
+
     tiles: Path | None  # folder of tile stores, for thumbnails
     slides_root: Path | None  # folder of the slides, for the top-k strips
     top_k: int
     score_method: str | None  # None: the model's default
     canvas_max_px: int
     overlay_alpha: float
+
+    @classmethod
+    def of(cls, options: HeatmapSettings, tiles: Path | None) -> "MapSettings":
+        """From `wsi eval`'s or `wsi predict`'s config (both are HeatmapSettings)."""
+        return cls(
+            tiles, options.slides_root, options.top_k, options.score_method, options.canvas_max_px,
+            options.overlay_alpha,
+        )  # fmt: skip
 
 
 def write_slide_heatmap(
@@ -44,7 +55,7 @@ def write_slide_heatmap(
     x: torch.Tensor,
     fm: FoldModel,
     title: str,
-    settings: HeatmapSettings,
+    settings: MapSettings,
     scores: np.ndarray | None = None,
     *,
     explained_class: str | None = None,
@@ -103,7 +114,7 @@ class HeldMap:
     title: str
     scores: np.ndarray
     explained_class: str
-    settings: HeatmapSettings
+    settings: MapSettings
 
 
 @dataclass
@@ -126,7 +137,7 @@ class CohortScaleMaps:
         scores: np.ndarray,
         *,
         explained_class: str,
-        settings: HeatmapSettings,
+        settings: MapSettings,
     ) -> str:
         """The map's note ('' when fine, or when held: its note comes with `draw`)."""
         if self.scale != "global":
@@ -165,7 +176,7 @@ class CohortScaleMaps:
 
 
 def _painted(
-    slide_id: str, coords: np.ndarray, tile_px: int, scores: np.ndarray, settings: HeatmapSettings
+    slide_id: str, coords: np.ndarray, tile_px: int, scores: np.ndarray, settings: MapSettings
 ) -> tuple[hm.Canvas, np.ndarray]:
     """The canvas (the tile store's thumbnail, else an outline of the tile grid) and the scores painted on it."""
     canvas = None
@@ -198,7 +209,7 @@ def _inside_canvas(coords: np.ndarray, canvas: hm.Canvas, slide_id: str) -> np.n
     return ~outside
 
 
-def slide_mpp(slide_id: str, meta: dict[str, Any], settings: HeatmapSettings) -> float | None:
+def slide_mpp(slide_id: str, meta: dict[str, Any], settings: MapSettings) -> float | None:
     """µm per level-0 pixel of the slide behind a bag that does not record it: from its tile store, else
     from the slide file itself; None when neither is reachable."""
     if settings.tiles is not None and store_path(settings.tiles, slide_id).is_dir():
@@ -214,7 +225,7 @@ def slide_mpp(slide_id: str, meta: dict[str, Any], settings: HeatmapSettings) ->
         return None
 
 
-def bag_with_level0_coords(bag: Any, path: Path, slide_id: str, settings: HeatmapSettings) -> tuple[Any, str]:
+def bag_with_level0_coords(bag: Any, path: Path, slide_id: str, settings: MapSettings) -> tuple[Any, str]:
     """The bag with coordinates in level-0 px, or (None, why not). A STAMP bag stores µm and no
     resolution: the tile store or the slide supplies it; without either the heatmap is skipped."""
     if bag.has_coords:

@@ -26,7 +26,7 @@ from wsi_pipeline.inference.fold_models import FoldModel, load_fold_models, unfi
 from wsi_pipeline.inference.slide_heatmap import (
     HEATMAP_DIR,
     CohortScaleMaps,
-    HeatmapSettings,
+    MapSettings,
     bag_with_level0_coords,
 )
 from wsi_pipeline.models.chunked import supports_chunking
@@ -134,9 +134,7 @@ class _SlidePredictor:
         self.patients, self.out_dir, self.device = patients, out_dir, device
         self.amp = amp
         self.deletion: dict[str, DeletionTest] = {}  # per slide with a heatmap: does the map explain it?
-        self.settings = HeatmapSettings(
-            tiles, cfg.slides_root, cfg.top_k, cfg.score_method, cfg.canvas_max_px, cfg.overlay_alpha
-        )
+        self.settings = MapSettings.of(cfg, tiles)
         # With one colour scale over the slides (`heatmap_scale: global`) maps are drawn once all are scored.
         self.cohort_maps = CohortScaleMaps(out_dir / HEATMAP_DIR, cfg.heatmap_scale)
 

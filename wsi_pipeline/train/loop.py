@@ -129,7 +129,9 @@ class FoldResult:
     temperature: float = 1.0  # fitted on the validation bags after training; 1 = not calibrated
     val_nll_uncalibrated: float | None = None
     val_nll_calibrated: float | None = None
-    members: int = 1  # > 1: the fold's models (train/members.py); the other fields then summarise them
+    # > 1: the fold's members (train/members.py): the fields above then summarise them (temperature 1: each
+    # member has its own, in member_<m>/result.json)
+    members: int = 1
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float) -> float:
