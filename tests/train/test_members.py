@@ -2,6 +2,7 @@
 as one (their mean probability) through eval, predict and the heatmaps."""
 
 import csv
+import io
 import json
 import shutil
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 from tests.train.helpers import quick_config, small_cohort
 from wsi_pipeline.evaluate import EvalConfig, run_evaluation
@@ -165,3 +167,20 @@ def test_predict_averages_every_member_of_every_fold_and_draws_their_heatmap(
     got = torch.tensor([float(row[f"prob_{c}"]) for c in classes])
     torch.testing.assert_close(got, expected.float(), atol=2e-6, rtol=0)
     assert (tmp_path / "preds" / "heatmaps" / f"{slide.stem}.geojson").is_file()
+
+
+@pytest.mark.parametrize(("members", "said"), [(1, None), (MEMBERS, None), (5, "4 members instead of 5")])
+def test_a_fold_with_too_few_patients_for_its_members_says_how_many_it_trains(
+    tmp_path: Path, members: int, said: str | None
+) -> None:
+    """16 slides, one per patient, 2-fold CV: a fold trains on 8 slides, 4 patients of each class."""
+    small_cohort(tmp_path, 16)
+    console = Console(file=io.StringIO(), width=200)
+    cfg = quick_config(tmp_path, model="abmil", model_overrides={}, members=members, folds=2, epochs=1)
+    run_training(cfg, tmp_path / "run", console=console)
+    output = console.file.getvalue()
+    if said is None:
+        assert "instead of" not in output
+    else:
+        assert said in output
+        assert load_checkpoint(tmp_path / "run" / "fold_0" / "checkpoint.pt").members == 4

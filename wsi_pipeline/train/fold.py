@@ -58,7 +58,7 @@ def train_fold(setup: FoldSetup, data: FoldData, hook: EpochHook | None = None) 
     """Train the fold's model(s) on `data`, writing checkpoint.pt and result.json in `data.out_dir` (rank 0)
     and resuming from what an interrupted run left there."""
     members = fold_members(setup, data)
-    if len(members) < setup.cfg.members:
+    if 1 < setup.cfg.members > len(members):
         setup.say(
             f"[yellow]warning[/]: fold {data.fold}: {len(members) or 'no'} members instead of {setup.cfg.members}: "
             "a class has fewer patients than that among the fold's training slides"
