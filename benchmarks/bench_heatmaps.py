@@ -88,7 +88,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # full preset has it). Measured 2026-11-29 on the 2-core VM with 2-4 other processes: ~31 s a cohort and
     # model, 16 min a seed over the four 256-d/real cohorts; seed 0 (occlusion) about 3.5 times that. With the
     # `isotropic@2048` cohort, `--workers 2` (seeds {0}, {1, 2, 3, 4}) on the idle 2-core VM did 154 of the 200
-    # cohort-model runs in 70 min (2026-11-30): about 90 min in all.
+    # cohort-model runs in 70 min (2026-11-30): about 90 min in all. Since then that cohort runs at 30% and 10%
+    # only, occlusion takes the smallest positive bag, the score-free forwards are shared by all methods and the
+    # workers get (seed, cohort) units: about 60-65 min by those runs' times, not yet timed as one command.
     "default": dict(
         models=["vit_sf", "vit_sf_ca"], densities=[30, 10, 3, 1], seeds=5, train_bags=24, test_bags=6,
         min_tiles=500, max_tiles=1000, epochs=4, in_dim=256, occlusion_bags=1,
