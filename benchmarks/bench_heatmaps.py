@@ -31,7 +31,7 @@ one with the best *worst case* over the cells the model classifies, on the preci
 and is judged on those runs; `occlusion` (quadratic, the reference) is not eligible.
 
     uv run python benchmarks/bench_heatmaps.py --reduced    # 2 seeds, 3 densities, bags of 400-600 tiles
-    uv run python benchmarks/bench_heatmaps.py --workers 2  # 5 seeds, 4 densities, 500-1,000 tiles
+    uv run python benchmarks/bench_heatmaps.py --workers 2  # 5 seeds, 4 densities, 500-1,000 tiles: ~53 min
     uv run python benchmarks/bench_heatmaps.py --full --device cuda   # all models, 500-3,000 tiles per bag
 
 Writes benchmarks/results/heatmaps_<tag>.{json,md}; the JSON is rewritten after every cohort, so an
@@ -69,10 +69,9 @@ GENERATORS = ["isotropic", "lowrank", "combination", "real"]
 DEFAULT_COHORTS = ["isotropic", "isotropic@2048:30,10", "lowrank", "combination", "real"]
 REFERENCE = "occlusion"
 CLASSIFIES = 0.9  # test AUROC from which a run's maps count for the default method
-# A cohort on a seed that runs the occlusion reference costs about this many others. Default preset: a run took
-# ~35 s plus ~100 s for occluding a bag of ~750 tiles (2026-11-30); quadratic, so ~70 s on the smallest of three
-# positive bags (~625 tiles), now the one occluded: (30 + 70) / 30.
-OCCLUSION_COST = 3.3
+# A cohort on a seed that runs the occlusion reference costs about this many others: in the default preset a run
+# took 69-72 s on the occlusion seed (the smallest positive bag occluded) and 23-25 s on the others (2026-11-30).
+OCCLUSION_COST = 3.0
 METRICS = ("topk", "top_drop", "random_drop", "insert_top", "insert_random", "seconds")
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -90,7 +89,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # `isotropic@2048` cohort, `--workers 2` (seeds {0}, {1, 2, 3, 4}) on the idle 2-core VM did 154 of the 200
     # cohort-model runs in 70 min (2026-11-30): about 90 min in all. Since then that cohort runs at 30% and 10%
     # only, occlusion takes the smallest positive bag, the score-free forwards are shared by all methods and the
-    # workers get (seed, cohort) units: about 60-65 min by those runs' times, not yet timed as one command.
+    # workers get (seed, cohort) units: about 53 min (timed 2026-11-30 to 126 of 180 runs in 39 min, idle VM).
     "default": dict(
         models=["vit_sf", "vit_sf_ca"], densities=[30, 10, 3, 1], seeds=5, train_bags=24, test_bags=6,
         min_tiles=500, max_tiles=1000, epochs=4, in_dim=256, occlusion_bags=1,
