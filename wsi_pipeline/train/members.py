@@ -88,17 +88,14 @@ def finish_members(
     """Write the fold's checkpoint (every member's weights, `members: K`) and return its result: the validation
     AUROC and NLL of the members' out-of-part probabilities (each pooled slide scored by the member it
     validated, after its calibration) and the members' median best epoch. Call on the writing rank."""
-    from wsi_pipeline.models import build_model  # heavy: torch model modules
+    from wsi_pipeline.inference.fold_models import checkpoint_model  # heavy: torch model modules
 
-    checkpoints = [load_checkpoint(member.out_dir / CHECKPOINT_FILE) for member in members]
+    paths = [member.out_dir / CHECKPOINT_FILE for member in members]
+    checkpoints = [load_checkpoint(path) for path in paths]
     first = checkpoints[0]
     probs, targets = [], []
-    for member, ckpt in zip(members, checkpoints, strict=True):
-        model = build_model(
-            ckpt.model_name, in_dim=ckpt.in_dim, n_classes=len(ckpt.class_names), **ckpt.model_config
-        )
-        model.load_state_dict(ckpt.state_dict)
-        model.to(device).eval()
+    for member, ckpt, path in zip(members, checkpoints, paths, strict=True):
+        model = checkpoint_model(ckpt, path).to(device).eval()
         with torch.no_grad(), compute_autocast(device.type, amp):
             for slide_id in member.val_ids:
                 probs.append(torch.softmax(model(cache.get(slide_id).unsqueeze(0)).float(), dim=-1)[0].cpu())
