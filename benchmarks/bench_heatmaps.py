@@ -23,6 +23,8 @@ Each model trains on each cohort (AdamW, batch 1, per-feature standardisation fr
 - top-k precision (k = number of planted tiles; chance = the density);
 - deletion: the drop of the positive class's probability (the class the scores explain) when the top 10% of
   tiles by score are removed, against removing 10% at random (`wsi_pipeline.inference.faithfulness`);
+- deletion of the top k (k = the number of planted tiles, the tiles top-k precision counts) against k random
+  tiles removed: 10% cannot move a prediction carried by 30% of the tiles, whatever the map;
 - insertion: the probability with only the top 10% kept, against 10% random tiles kept.
 
 Per model x method x generator x density: mean ± sd over seeds. The default score method of a model is the
@@ -72,7 +74,9 @@ CLASSIFIES = 0.9  # test AUROC from which a run's maps count for the default met
 # A cohort on a seed that runs the occlusion reference costs about this many others: in the default preset a run
 # took 69-72 s on the occlusion seed (the smallest positive bag occluded) and 23-25 s on the others (2026-11-30).
 OCCLUSION_COST = 3.0
-METRICS = ("topk", "top_drop", "random_drop", "insert_top", "insert_random", "seconds")
+METRICS = (
+    "topk", "top_drop", "random_drop", "top_drop_k", "random_drop_k", "insert_top", "insert_random", "seconds"
+)  # fmt: skip
 
 PRESETS: dict[str, dict[str, Any]] = {
     # What a shared, overloaded 2-core machine allowed on 2026-11-29 (one busy core): bags of 400-600 tiles,
@@ -282,24 +286,29 @@ def measure_bag(
     model: nn.Module, bag: Bag, methods: list[str], device: torch.device
 ) -> dict[str, dict[str, float]]:
     """Per method: top-k precision, deletion and insertion of one positive bag's scores, as
-    `wsi_pipeline/inference/faithfulness.py` defines them (`tile_subsets`). The whole bag and its random
-    subsets do not depend on the scores, so they are forwarded once for all methods."""
+    `wsi_pipeline/inference/faithfulness.py` defines them (`tile_subsets`), and the deletion of the top k
+    tiles, k the number planted: the tiles top-k precision counts. Removing 10% cannot move a prediction that
+    30% of the tiles carry, whatever the map; removing as many tiles as carry the signal can, if the map found
+    them. The whole bag and its random subsets do not depend on the scores: forwarded once for all methods."""
     x = bag.x[None].to(device)
     predict = model_probabilities(model)
     whole = float(predict(x)[1])  # explain the positive class: do the scores point at the planted tiles?
-    _, random = tile_subsets(torch.zeros(x.shape[1]), DELETION_FRACTION, seed=0)
-    random_drop, insert_random = whole - float(predict(x[:, ~random])[1]), float(predict(x[:, random])[1])
+    planted = float(bag.planted.float().mean())
+    fractions = {"": DELETION_FRACTION, "_k": planted}
+    randoms = {tag: tile_subsets(torch.zeros(x.shape[1]), f, seed=0)[1] for tag, f in fractions.items()}
+    random_drops = {tag: whole - float(predict(x[:, ~random])[1]) for tag, random in randoms.items()}
+    insert_random = float(predict(x[:, randoms[""]])[1])
     rows = {}
     for method in methods:
         started = time.perf_counter()
         scores = model.tile_scores(x, method=method, target=1)[0].cpu()
         seconds = time.perf_counter() - started
-        top, _ = tile_subsets(scores, DELETION_FRACTION, seed=0)
+        tops = {tag: tile_subsets(scores, f, seed=0)[0] for tag, f in fractions.items()}
         rows[method] = {
             "topk": top_k_precision(scores, bag.planted),
-            "top_drop": whole - float(predict(x[:, ~top])[1]),
-            "random_drop": random_drop,
-            "insert_top": float(predict(x[:, top])[1]),
+            **{f"top_drop{tag}": whole - float(predict(x[:, ~top])[1]) for tag, top in tops.items()},
+            **{f"random_drop{tag}": drop for tag, drop in random_drops.items()},
+            "insert_top": float(predict(x[:, tops[""]])[1]),
             "insert_random": insert_random,
             "seconds": seconds,
         }
@@ -350,7 +359,8 @@ def cells(report: dict[str, Any], model: str) -> list[tuple[str, str, list[dict[
 
 
 def values(runs: list[dict[str, Any]], method: str, key: str) -> list[float]:
-    return [r["methods"][method][key] for r in runs if method in r["methods"]]
+    """`key` of `method` over the runs that measured it (reports before a key existed lack it)."""
+    return [r["methods"][method][key] for r in runs if key in r["methods"].get(method, {})]
 
 
 def gain(topk: float, density: float) -> float:
@@ -392,7 +402,7 @@ def pick_default_methods(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return picks
 
 
-def model_table(report: dict[str, Any], model: str, key: str, fmt: str) -> list[str]:
+def model_table(report: dict[str, Any], model: str, key: str) -> list[str]:
     methods = [m for m in SCORE_METHODS if any(m in r["methods"] for r in report["runs"])]
     lines = [
         "| generator | density | AUROC | " + " | ".join(f"`{m}`" for m in methods) + " |",
@@ -401,9 +411,7 @@ def model_table(report: dict[str, Any], model: str, key: str, fmt: str) -> list[
     for generator, density, runs in cells(report, model):
         row = [generator, f"{density:g}%", mean_sd([r["auroc"] for r in runs])]
         for m in methods:
-            v = values(runs, m, key) if key != "ratio" else [
-                a / max(b, 1e-3) for a, b in zip(values(runs, m, "top_drop"), values(runs, m, "random_drop"), strict=True)
-            ]  # fmt: skip
+            v = values(runs, m, key)
             row.append(mean_sd(v) if v else "")
         lines.append("| " + " | ".join(row) + " |")
     return lines
@@ -426,9 +434,12 @@ def markdown(report: dict[str, Any]) -> str:
             ("top-k precision on the planted tiles (chance = density)", "topk"),
             ("deletion: probability drop, top 10% removed", "top_drop"),
             ("deletion: probability drop, random 10% removed", "random_drop"),
+            ("deletion: probability drop, top k removed (k = the planted tiles' count)", "top_drop_k"),
+            ("deletion: probability drop, k random tiles removed", "random_drop_k"),
             ("insertion: probability with only the top 10% kept", "insert_top"),
         ):
-            lines += ["", f"**`{model}`: {title}**", "", *model_table(report, model, key, "")]
+            if any(key in m for r in report["runs"] for m in r["methods"].values()):
+                lines += ["", f"**`{model}`: {title}**", "", *model_table(report, model, key)]
     lines += [
         "",
         "Default score method per model: best worst-case precision gain over the cells it classifies",
