@@ -19,6 +19,7 @@ it); on a busy machine the Markdown says so, and the per-fold seconds in the JSO
     uv run python benchmarks/bench_real.py --mil-dir ../shared/data/mil --repeats 5 --folds 5
     uv run python benchmarks/bench_real.py --sets tiles_sparse tiles_mix --models abmil vit_sf
     uv run python benchmarks/bench_real.py --mil-dir ... --sets fox --models abmil --set lr=1e-3
+    uv run python benchmarks/bench_real.py --mil-dir ... --first-repeat 2 --repeats 3   # repeats 2-4 of 5 x 5
 
 Writes benchmarks/results/real_<tag>.{json,md}.
 """
@@ -248,7 +249,7 @@ def bench_set(
     settings = parse_settings(args.set)
     splits = [
         (r, k, split)
-        for r in range(args.repeats)
+        for r in range(args.first_repeat, args.first_repeat + args.repeats)
         for k, split in enumerate(fold_splits(labels, args.folds, r))
     ]
     out: dict[str, Any] = {}
@@ -277,7 +278,8 @@ def markdown(results: dict[str, Any], args: argparse.Namespace, load: dict[str, 
     lines = [
         busy_banner(load).rstrip("\n"),
         "",
-        f"Repeated stratified CV: {args.repeats} x {args.folds}-fold; settings {args.set or 'defaults'}.",
+        f"Repeated stratified CV: {args.repeats} x {args.folds}-fold (repeats {args.first_repeat}-"
+        f"{args.first_repeat + args.repeats - 1}); settings {args.set or 'defaults'}.",
         "",
         "| set | model | AUROC mean ± sd | accuracy mean ± sd | ECE | published accuracy |",
         "|---|---|---|---|---|---|",
@@ -303,6 +305,12 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["musk2", "fox", *TILE_COHORTS])
     parser.add_argument("--models", nargs="*", default=["mean_linear", "meanmax_mlp", "abmil", "vit_sf"])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--first-repeat",
+        type=int,
+        default=0,
+        help="repeat r splits with seed r: runs of 0-1 and 2-4 make 5 x k",
+    )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides, key=value")
     parser.add_argument("--skip-baseline", action="store_true")
