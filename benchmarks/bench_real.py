@@ -20,6 +20,7 @@ it); on a busy machine the Markdown says so, and the per-fold seconds in the JSO
     uv run python benchmarks/bench_real.py --sets tiles_sparse tiles_mix --models abmil vit_sf
     uv run python benchmarks/bench_real.py --mil-dir ... --sets fox --models abmil --set lr=1e-3
     uv run python benchmarks/bench_real.py --mil-dir ... --first-repeat 2 --repeats 3   # repeats 2-4 of 5 x 5
+    uv run python benchmarks/bench_real.py --merge results/real_A.json results/real_B.json --tag A_B
 
 Writes benchmarks/results/real_<tag>.{json,md}.
 """
@@ -274,12 +275,18 @@ def bench_set(
     return out
 
 
-def markdown(results: dict[str, Any], args: argparse.Namespace, load: dict[str, Any]) -> str:
+def protocol(args: argparse.Namespace) -> str:
+    return (
+        f"Repeated stratified CV: {args.repeats} x {args.folds}-fold (repeats {args.first_repeat}-"
+        f"{args.first_repeat + args.repeats - 1}); settings {args.set or 'defaults'}."
+    )
+
+
+def markdown(results: dict[str, Any], header: str, load: dict[str, Any]) -> str:
     lines = [
         busy_banner(load).rstrip("\n"),
         "",
-        f"Repeated stratified CV: {args.repeats} x {args.folds}-fold (repeats {args.first_repeat}-"
-        f"{args.first_repeat + args.repeats - 1}); settings {args.set or 'defaults'}.",
+        header,
         "",
         "| set | model | AUROC mean ± sd | accuracy mean ± sd | ECE | published accuracy |",
         "|---|---|---|---|---|---|",
@@ -294,6 +301,40 @@ def markdown(results: dict[str, Any], args: argparse.Namespace, load: dict[str, 
                 f"{pub if pub is not None else ''} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def run_protocol(saved: dict[str, str]) -> str:
+    """`protocol` of a run from its JSON's args (runs before `--first-repeat` started at repeat 0)."""
+    first, repeats = int(saved.get("first_repeat", 0)), int(saved["repeats"])
+    return (
+        f"{repeats} x {saved['folds']}-fold, repeats {first}-{first + repeats - 1}, settings {saved['set']}"
+    )
+
+
+def merge_runs(paths: list[Path]) -> dict[str, Any]:
+    """Several runs as one, folds concatenated per set and model (repeats 0-1 and 2-4 of one 5 x 5)."""
+    folds: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for path in paths:
+        for set_name, models in json.loads(path.read_text())["results"].items():
+            for model, body in models.items():
+                folds.setdefault(set_name, {}).setdefault(model, []).extend(body["folds"])
+    return {
+        set_name: {model: {"summary": summarise(rows), "folds": rows} for model, rows in models.items()}
+        for set_name, models in folds.items()
+    }
+
+
+def write_merged(paths: list[Path], tag: str) -> None:
+    """real_<tag>.{json,md} of `merge_runs`; each run's own machine record is kept beside its name."""
+    runs = {str(p): json.loads(p.read_text()) for p in paths}
+    results = merge_runs(paths)
+    header = "Merged: " + "; ".join(f"`{Path(p).name}`: {run_protocol(r['args'])}" for p, r in runs.items())
+    machines = [r["machine"] for r in runs.values()]
+    load = next((m for m in machines if m["busy"]), machines[0])  # the banner warns if any run was busy
+    body = {"merged": {p: r["machine"] | {"args": r["args"]} for p, r in runs.items()}, "results": results}
+    (RESULTS / f"real_{tag}.json").write_text(json.dumps(body, indent=1) + "\n")
+    (RESULTS / f"real_{tag}.md").write_text(markdown(results, header, load))
+    print(markdown(results, header, load))
 
 
 def main() -> None:
@@ -315,7 +356,13 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides, key=value")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--tag", default="cpu")
+    parser.add_argument(
+        "--merge", nargs="+", type=Path, help="only merge these results JSONs into real_<tag>.*"
+    )
     args = parser.parse_args()
+    if args.merge:
+        write_merged(args.merge, args.tag)
+        return
     torch.set_num_threads(1)
     guard = LoadGuard(threads=1, timing=False)
     results: dict[str, Any] = {}
@@ -328,7 +375,7 @@ def main() -> None:
         (RESULTS / f"real_{args.tag}.json").write_text(
             json.dumps(body | {"results": results}, indent=1) + "\n"
         )
-        (RESULTS / f"real_{args.tag}.md").write_text(markdown(results, args, load))
+        (RESULTS / f"real_{args.tag}.md").write_text(markdown(results, protocol(args), load))
 
     for set_name in args.sets:
         if set_name in TILE_COHORTS:
@@ -339,7 +386,7 @@ def main() -> None:
                 continue
             bags, labels = load_mil_set(args.mil_dir / f"{set_name}.npz")
         bench_set(set_name, bags, labels, args, lambda models, s=set_name: save(s, models))
-    print(markdown(results, args, guard.finish()))
+    print(markdown(results, protocol(args), guard.finish()))
 
 
 if __name__ == "__main__":
