@@ -31,6 +31,7 @@ from wsi_pipeline.stores.run_folder import CHECKPOINT_FILE, load_checkpoint, sav
 from wsi_pipeline.train.bags import BagCache
 from wsi_pipeline.train.calibration import nll
 from wsi_pipeline.train.loop import FoldData, FoldResult
+from wsi_pipeline.train.splits import patient_strata
 
 MEMBERS_FILE = "members.csv"
 
@@ -42,7 +43,8 @@ def member_seed(seed: int, member: int) -> int:
 
 def member_folds(data: FoldData, patient_of: dict[str, str], members: int, seed: int) -> list[FoldData]:
     """The members' FoldData: the fold's train and val slides pooled, patients split into `members`
-    class-stratified parts (a patient's class: its most common slide label), member m validated on part m.
+    class-stratified parts (a patient's class as for every split, `splits.patient_strata`), member m validated
+    on part m.
     Fewer members when a class has fewer patients than `members` (each part needs one of every class); none
     (a single model on the fold's own split) below two."""
     from sklearn.model_selection import StratifiedKFold  # heavy: scikit-learn
@@ -50,11 +52,7 @@ def member_folds(data: FoldData, patient_of: dict[str, str], members: int, seed:
     slides_of: dict[str, list[str]] = defaultdict(list)
     for slide_id in sorted(data.train_ids + data.val_ids):
         slides_of[patient_of[slide_id]].append(slide_id)
-    patients = sorted(slides_of)
-    strata = [
-        min(Counter(data.targets[s] for s in slides_of[p]).items(), key=lambda kv: (-kv[1], kv[0]))[0]
-        for p in patients
-    ]
+    patients, strata = patient_strata((patient_of[s], data.targets[s]) for s in data.train_ids + data.val_ids)
     members = min(members, *Counter(strata).values())
     if members < 2:
         return []

@@ -6,6 +6,8 @@ most common slide label. A labels table with a `split` column is used as given, 
 """
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
+from typing import TypeVar
 
 import numpy as np
 
@@ -14,15 +16,22 @@ from wsi_pipeline.stores.labels import LabelRow, LabelTable
 from wsi_pipeline.stores.run_folder import SplitRow
 from wsi_pipeline.train.config import SplitFractions
 
+Label = TypeVar("Label", str, int)  # a label name, or a class index
 
-def _patients(rows: list[LabelRow]) -> tuple[list[str], list[str]]:
-    labels_of: dict[str, list[str]] = defaultdict(list)
-    for row in rows:
-        labels_of[row.patient_id].append(row.label)
+
+def patient_strata(pairs: Iterable[tuple[str, Label]]) -> tuple[list[str], list[Label]]:
+    """(patient, slide label) pairs -> the patients, sorted, and each one's class for stratification: its most
+    common slide label, ties to the smaller label so that a split never depends on row order."""
+    labels_of: dict[str, list[Label]] = defaultdict(list)
+    for patient, label in pairs:
+        labels_of[patient].append(label)
     patients = sorted(labels_of)
-    # Ties broken by label name so the split never depends on row order.
     strata = [min(Counter(labels_of[p]).items(), key=lambda kv: (-kv[1], kv[0]))[0] for p in patients]
     return patients, strata
+
+
+def _patients(rows: list[LabelRow]) -> tuple[list[str], list[str]]:
+    return patient_strata((row.patient_id, row.label) for row in rows)
 
 
 def _split_patients(
