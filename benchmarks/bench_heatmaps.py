@@ -41,6 +41,7 @@ interrupted benchmark keeps what it measured (`--report-only` renders it).
 """
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -236,6 +237,18 @@ def real_pools(features: Path, train: bool) -> tuple[Tensor, Tensor]:
     return pools[0], pools[1]
 
 
+def features_digest(features: Path) -> dict[str, Any]:
+    """What the `real` cohort was drawn from: tiles per slide and a SHA-256 of their features, so two reports
+    tell whether they drew from the same extraction (their `real` figures differ when not)."""
+    digest, tiles = hashlib.sha256(), {}
+    for prefix in ("demo-cmu", "demo-tcga"):
+        arrays = [load_features(p).numpy() for p in sorted(features.glob(f"{prefix}*.h5"))]
+        tiles[prefix] = sum(len(a) for a in arrays)
+        for array in arrays:
+            digest.update(array.tobytes())
+    return {"tiles": tiles, "sha256": digest.hexdigest()}
+
+
 def load_features(path: Path) -> Tensor:
     from wsi_pipeline.stores.feature_bag import load_bag
 
@@ -427,7 +440,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"`{REFERENCE}` on the {s['occlusion_bags']} smallest positive bag(s) of seed 0 only. Mean ± sd over seeds "
         f"(of the per-run means over the positive test bags). Load average {report['load_average_start'][0]:.1f} "
         f"at the start, {report.get('load_average_end', [float('nan')])[0]:.1f} at the end; "
-        f"{report.get('wall_s', float('nan')) / 60:.0f} min.",
+        f"{report.get('wall_s', float('nan')) / 60:.0f} min.{real_features_note(report)}",
     ]
     for model in s["models"]:
         for title, key in (
@@ -449,6 +462,16 @@ def markdown(report: dict[str, Any]) -> str:
         report["default_methods"], "worst_gain", "worst gain:", "classifies no cell (AUROC < 0.9 everywhere)"
     )
     return "\n".join(lines) + "\n"
+
+
+def real_features_note(report: dict[str, Any]) -> str:
+    drawn_from = report.get("real_features")
+    if drawn_from is None:
+        return ""
+    if isinstance(drawn_from, list):
+        return " **`real` bags drawn from different feature extractions in the merged runs.**"
+    tiles = ", ".join(f"{n} {prefix}" for prefix, n in drawn_from["tiles"].items())
+    return f" `real` cohort: {tiles} tiles, features sha256 {drawn_from['sha256'][:16]}."
 
 
 def write_report(report: dict[str, Any], json_path: Path) -> None:
@@ -525,6 +548,9 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """One report of several runs' (workers, runs over different seeds or cohorts): the first one's settings,
     with the cohorts of all, in order of first appearance."""
     merged = reports[0] | {"runs": [run for r in reports for run in r["runs"]]}
+    drawn_from = [r["real_features"] for r in reports if "real_features" in r]
+    if drawn_from:  # a list when the runs drew `real` bags from different extractions
+        merged["real_features"] = drawn_from[0] if all(d == drawn_from[0] for d in drawn_from) else drawn_from
     cohorts = dict.fromkeys(g for r in reports for g in r["settings"].get("generators", []))
     merged["settings"] = merged["settings"] | {
         "seeds": len({run["seed"] for run in merged["runs"]}),
@@ -640,6 +666,7 @@ def run_cohort(
     base, in_dim = split_cohort(generator, args.in_dim)
     if base == "real":
         ensure_real_features(args.real_features)  # on first use: the other generators need no slides
+        report.setdefault("real_features", features_digest(args.real_features))
     gen = torch.Generator().manual_seed(10_000 * seed + round(density * 100) + 17 * GENERATORS.index(base))
     space = Space.draw(in_dim, args.rank, gen)
     cohorts = []

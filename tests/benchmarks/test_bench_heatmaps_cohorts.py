@@ -81,3 +81,25 @@ def test_the_default_method_is_judged_on_the_runs_that_classify_only() -> None:
     assert pick["method"] == "attention"
     assert pick["solved"] == ["lowrank 30% (2/3)"]
     assert pick["worst_gain"]["attention"] == pytest.approx((0.85 - 0.3) / 0.7)
+
+
+def test_a_report_names_the_real_features_it_drew_from_and_a_merge_of_two_extractions_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    features = {"demo-cmu-a.h5": torch.ones(3, 4), "demo-tcga-a.h5": torch.zeros(2, 4)}
+    for name in features:
+        (tmp_path / name).touch()
+    monkeypatch.setattr(bench_heatmaps, "load_features", lambda path: features[path.name])
+    first = bench_heatmaps.features_digest(tmp_path)
+    assert first["tiles"] == {"demo-cmu": 3, "demo-tcga": 2}
+    features["demo-tcga-a.h5"] = torch.full((2, 4), 1e-3)  # the same tiles, another extraction
+    second = bench_heatmaps.features_digest(tmp_path)
+    assert second["tiles"] == first["tiles"] and second["sha256"] != first["sha256"]
+
+    def report(drawn_from: dict) -> dict:
+        return {"settings": {"generators": ["real"]}, "runs": [], "real_features": drawn_from}
+
+    assert bench_heatmaps.merge_reports([report(first), report(first)])["real_features"] == first
+    mixed = bench_heatmaps.merge_reports([report(first), report(second)])
+    assert "different feature extractions" in bench_heatmaps.real_features_note(mixed)
+    assert first["sha256"][:16] in bench_heatmaps.real_features_note(report(first))
