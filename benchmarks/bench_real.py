@@ -275,11 +275,13 @@ def bench_set(
     return out
 
 
-def protocol(args: argparse.Namespace) -> str:
-    return (
-        f"Repeated stratified CV: {args.repeats} x {args.folds}-fold (repeats {args.first_repeat}-"
-        f"{args.first_repeat + args.repeats - 1}); settings {args.set or 'defaults'}."
-    )
+def protocol(repeats: int, first_repeat: int, folds: int) -> str:
+    return f"{repeats} x {folds}-fold, repeats {first_repeat}-{first_repeat + repeats - 1}"
+
+
+def run_header(args: argparse.Namespace) -> str:
+    cv = protocol(args.repeats, args.first_repeat, args.folds)
+    return f"Repeated stratified CV: {cv}; settings {args.set or 'defaults'}."
 
 
 def markdown(results: dict[str, Any], header: str, load: dict[str, Any]) -> str:
@@ -305,17 +307,15 @@ def markdown(results: dict[str, Any], header: str, load: dict[str, Any]) -> str:
 
 def run_protocol(saved: dict[str, str]) -> str:
     """`protocol` of a run from its JSON's args (runs before `--first-repeat` started at repeat 0)."""
-    first, repeats = int(saved.get("first_repeat", 0)), int(saved["repeats"])
-    return (
-        f"{repeats} x {saved['folds']}-fold, repeats {first}-{first + repeats - 1}, settings {saved['set']}"
-    )
+    cv = protocol(int(saved["repeats"]), int(saved.get("first_repeat", 0)), int(saved["folds"]))
+    return f"{cv}, settings {saved['set']}"
 
 
-def merge_runs(paths: list[Path]) -> dict[str, Any]:
-    """Several runs as one, folds concatenated per set and model (repeats 0-1 and 2-4 of one 5 x 5)."""
+def merge_results(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs' results as one, folds concatenated per set and model (repeats 0-1 and 2-4 of one 5 x 5)."""
     folds: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for path in paths:
-        for set_name, models in json.loads(path.read_text())["results"].items():
+    for run in runs:
+        for set_name, models in run["results"].items():
             for model, body in models.items():
                 folds.setdefault(set_name, {}).setdefault(model, []).extend(body["folds"])
     return {
@@ -325,16 +325,17 @@ def merge_runs(paths: list[Path]) -> dict[str, Any]:
 
 
 def write_merged(paths: list[Path], tag: str) -> None:
-    """real_<tag>.{json,md} of `merge_runs`; each run's own machine record is kept beside its name."""
+    """real_<tag>.{json,md} of `merge_results`; each run's own machine record is kept beside its name."""
     runs = {str(p): json.loads(p.read_text()) for p in paths}
-    results = merge_runs(paths)
+    results = merge_results(list(runs.values()))
     header = "Merged: " + "; ".join(f"`{Path(p).name}`: {run_protocol(r['args'])}" for p, r in runs.items())
     machines = [r["machine"] for r in runs.values()]
     load = next((m for m in machines if m["busy"]), machines[0])  # the banner warns if any run was busy
     body = {"merged": {p: r["machine"] | {"args": r["args"]} for p, r in runs.items()}, "results": results}
     (RESULTS / f"real_{tag}.json").write_text(json.dumps(body, indent=1) + "\n")
-    (RESULTS / f"real_{tag}.md").write_text(markdown(results, header, load))
-    print(markdown(results, header, load))
+    text = markdown(results, header, load)
+    (RESULTS / f"real_{tag}.md").write_text(text)
+    print(text)
 
 
 def main() -> None:
@@ -375,7 +376,7 @@ def main() -> None:
         (RESULTS / f"real_{args.tag}.json").write_text(
             json.dumps(body | {"results": results}, indent=1) + "\n"
         )
-        (RESULTS / f"real_{args.tag}.md").write_text(markdown(results, protocol(args), load))
+        (RESULTS / f"real_{args.tag}.md").write_text(markdown(results, run_header(args), load))
 
     for set_name in args.sets:
         if set_name in TILE_COHORTS:
@@ -386,7 +387,7 @@ def main() -> None:
                 continue
             bags, labels = load_mil_set(args.mil_dir / f"{set_name}.npz")
         bench_set(set_name, bags, labels, args, lambda models, s=set_name: save(s, models))
-    print(markdown(results, protocol(args), guard.finish()))
+    print(markdown(results, run_header(args), guard.finish()))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def _run(path: Path, accuracies: list[float], first_repeat: int | None) -> Path:
 def test_merged_means_are_over_every_fold_of_every_run(tmp_path: Path) -> None:
     a = _run(tmp_path / "a.json", [0.8, 0.9], None)  # a run from before --first-repeat: repeat 0
     b = _run(tmp_path / "b.json", [0.5, 0.6, 0.7], 1)
-    merged = bench_real.merge_runs([a, b])["musk2"]["abmil"]
+    merged = bench_real.merge_results([json.loads(p.read_text()) for p in (a, b)])["musk2"]["abmil"]
     assert [f["accuracy"] for f in merged["folds"]] == [0.8, 0.9, 0.5, 0.6, 0.7]
     assert merged["summary"]["accuracy"]["mean"] == pytest.approx(0.7)
     assert merged["summary"]["folds"]["n"] == 5

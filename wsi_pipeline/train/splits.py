@@ -30,10 +30,6 @@ def patient_strata(pairs: Iterable[tuple[str, Label]]) -> tuple[list[str], list[
     return patients, strata
 
 
-def _patients(rows: list[LabelRow]) -> tuple[list[str], list[str]]:
-    return patient_strata((row.patient_id, row.label) for row in rows)
-
-
 def _split_patients(
     patients: list[str], strata: list[str], fraction: float, seed: int, what: str
 ) -> tuple[list[str], list[str]]:
@@ -65,7 +61,7 @@ def make_splits(table: LabelTable, folds: int, fractions: SplitFractions, seed: 
             raise WsiError(f"{table.path}: has a split column; --folds needs a table without one")
         result = [SplitRow(r.slide_id, r.patient_id, r.label, 0, r.split or "") for r in rows]
     else:
-        patients, strata = _patients(rows)
+        patients, strata = patient_strata((row.patient_id, row.label) for row in rows)
         stratum = dict(zip(patients, strata, strict=True))
         val_of_rest = fractions.val / (fractions.train + fractions.val)
         result = []
