@@ -37,6 +37,18 @@ def test_paper_defaults() -> None:
     assert (transmil.dim, transmil.heads, transmil.landmarks, transmil.pinv_iterations) == (512, 8, 256, 6)
 
 
+def test_abmil_hidden_layers_come_before_the_embedding_and_the_default_has_none() -> None:
+    # Ilse et al.'s network for the classic MIL sets is fc-256, fc-128, then a 64-wide embedding; the default
+    # keeps one layer, so checkpoints written before `hidden_dims` existed load with the same keys.
+    default = build_model("abmil", in_dim=8, n_classes=2)
+    assert [k for k in default.state_dict() if k.startswith("embed.")] == ["embed.0.weight", "embed.0.bias"]
+    deep = build_model("abmil", in_dim=8, n_classes=2, hidden_dims=[32, 16], embed_dim=4, dropout=0.5)
+    linears = [m for m in deep.embed if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(8, 32), (32, 16), (16, 4)]
+    assert sum(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in deep.embed) == 3
+    assert deep(torch.randn(1, 5, 8)).shape == (1, 2)
+
+
 def test_typo_is_a_one_line_error_naming_the_key() -> None:
     with pytest.raises(ConfigError) as err:
         build_model("vit_sf", in_dim=8, n_classes=2, depht=4)

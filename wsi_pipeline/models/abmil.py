@@ -1,9 +1,12 @@
 """Gated attention MIL (`abmil`, Ilse et al. 2018): the standard linear-cost baseline.
 
-Each tile h_k = ReLU(W x_k) gets a weight a_k = softmax_k(w^T (tanh(V h_k) * sigmoid(U h_k))); the bag is
-z = sum_k a_k h_k and the logits are Linear(z). The weights a_k are exactly the read-out's mixing weights,
-so `tile_scores(method="attention")` is the classic ABMIL heatmap.
+Each tile h_k = ReLU(W x_k) (after any `hidden_dims` layers) gets a weight
+a_k = softmax_k(w^T (tanh(V h_k) * sigmoid(U h_k))); the bag is z = sum_k a_k h_k and the logits are
+Linear(z). The weights a_k are exactly the read-out's mixing weights, so `tile_scores(method="attention")` is
+the classic ABMIL heatmap.
 """
+
+from itertools import pairwise
 
 from torch import Tensor, nn
 
@@ -15,7 +18,14 @@ from wsi_pipeline.models.registry import register_model
 class GatedAttentionMIL(MILModel):
     def __init__(self, in_dim: int, n_classes: int, config: ABMILConfig) -> None:
         super().__init__(config, "attention", in_dim, n_classes)
-        self.embed = nn.Sequential(nn.Linear(in_dim, config.embed_dim), nn.ReLU(), nn.Dropout(config.dropout))
+        widths = (in_dim, *config.hidden_dims, config.embed_dim)
+        self.embed = nn.Sequential(
+            *(
+                layer
+                for width_in, width_out in pairwise(widths)
+                for layer in (nn.Linear(width_in, width_out), nn.ReLU(), nn.Dropout(config.dropout))
+            )
+        )
         self.attention_v = nn.Linear(config.embed_dim, config.attention_dim)
         self.attention_u = nn.Linear(config.embed_dim, config.attention_dim)
         # No bias: the softmax over tiles cancels it (the paper's w^T has none either).

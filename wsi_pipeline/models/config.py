@@ -55,11 +55,16 @@ class SimAViTConfig(ViTConfig):
 
 
 class ABMILConfig(ModelConfig):
-    """Gated attention MIL (Ilse et al. 2018): embedding M=500, attention hidden L=128."""
+    """Gated attention MIL (Ilse et al. 2018): embedding M=500, attention hidden L=128. `hidden_dims` stacks
+    layers before the embedding: (256, 128) with M=64 is the embedding network of the paper's experiments on
+    the classic MIL sets (measured in benchmarks/RESULTS.md, "Deeper network, longer schedule"; not the default)."""
 
+    hidden_dims: tuple[int, ...] = Field(
+        (), description="widths of Linear + ReLU layers before the embedding (each followed by dropout)"
+    )
     embed_dim: int = Field(500, gt=0, description="M: width of the tile embedding")
     attention_dim: int = Field(128, gt=0, description="L: hidden width of the gated attention network")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="after the embedding")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="after the embedding and each hidden layer")
 
 
 class TransMILConfig(ModelConfig):
