@@ -47,6 +47,8 @@ def test_abmil_hidden_layers_come_before_the_embedding_and_the_default_has_none(
     assert [(m.in_features, m.out_features) for m in linears] == [(8, 32), (32, 16), (16, 4)]
     assert sum(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in deep.embed) == 3
     assert deep(torch.randn(1, 5, 8)).shape == (1, 2)
+    with pytest.raises(ConfigError, match="hidden_dims"):
+        build_model("abmil", in_dim=8, n_classes=2, hidden_dims=[32, 0])
 
 
 def test_typo_is_a_one_line_error_naming_the_key() -> None:

@@ -7,7 +7,7 @@ turns a typo such as `depht: 4` into a one-line error naming the key instead of 
 
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 # How a model turns one forward pass into per-tile scores for heatmaps (`MILModel.tile_scores`). The one
 # list of names: here, torch-free, so `wsi eval --help` and `EvalConfig` need no torch import.
@@ -59,7 +59,7 @@ class ABMILConfig(ModelConfig):
     layers before the embedding: (256, 128) with M=64 is the embedding network of the paper's experiments on
     the classic MIL sets (measured in benchmarks/RESULTS.md, "Deeper network, longer schedule"; not the default)."""
 
-    hidden_dims: tuple[int, ...] = Field(
+    hidden_dims: tuple[PositiveInt, ...] = Field(
         (), description="widths of Linear + ReLU layers before the embedding (each followed by dropout)"
     )
     embed_dim: int = Field(500, gt=0, description="M: width of the tile embedding")
