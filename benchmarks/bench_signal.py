@@ -175,6 +175,12 @@ def aggregate(
     return [r[key][method] if method else r[key] for r in picked]
 
 
+def methods_in(report: dict[str, Any]) -> list[str]:
+    """The score methods every run of `report` measured, in `SCORE_METHODS` order: a JSON written before a
+    method was added lacks it, and `--report-only` must still re-derive its table."""
+    return [m for m in SCORE_METHODS if all(m in r["topk"] for r in report["runs"])]
+
+
 def pick_default_methods(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per model, the score method whose *worst* condition is best, over the conditions the model solves.
 
@@ -193,7 +199,7 @@ def pick_default_methods(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
             continue
         worst = {
             m: min(statistics.fmean(aggregate(report["runs"], c, model, "topk", m)) for c in solved)
-            for m in SCORE_METHODS
+            for m in methods_in(report)
         }
         # Cheapest first: attention needs no backward pass, relevance one through the head, layer_relevance
         # one through the whole network; a costlier method must win by a margin to be worth it.
@@ -208,6 +214,7 @@ def pick_default_methods(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     models, conds, runs = s["models"], report["conditions"], report["runs"]
+    methods = methods_in(report)
     header = "| condition (chance top-k) | " + " | ".join(f"`{m}`" for m in models) + " |"
     rule = "|---|" + "---|" * len(models)
     lines = [
@@ -224,7 +231,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {c} | " + " | ".join(mean_sd(aggregate(runs, c, m, "auroc")) for m in models) + " |")
     lines += [
         "",
-        "**Top-k precision on planted tiles, " + " / ".join(SCORE_METHODS) + "** (positive test bags)",
+        "**Top-k precision on planted tiles, " + " / ".join(methods) + "** (positive test bags)",
         "",
         header,
         rule,
@@ -232,9 +239,7 @@ def markdown(report: dict[str, Any]) -> str:
     for c in conds:
         chance = report["chance"][c]
         cells = [
-            " / ".join(
-                f"{statistics.fmean(aggregate(runs, c, m, 'topk', method)):.2f}" for method in SCORE_METHODS
-            )
+            " / ".join(f"{statistics.fmean(aggregate(runs, c, m, 'topk', method)):.2f}" for method in methods)
             for m in models
         ]
         lines.append(f"| {c} ({chance:.2f}) | " + " | ".join(cells) + " |")
