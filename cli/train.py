@@ -63,7 +63,7 @@ def train(
     show_config: bool = PrintConfigOption,
     debug: bool = DebugOption,
 ) -> None:
-    """Train a slide classifier on feature bags: splits, whole-bag training, best checkpoint by val AUROC."""
+    """Train a slide classifier on feature bags: splits, whole-bag training, best epoch by --select-on."""
     with user_errors(debug):
         overrides = config_overrides(TrainConfig, locals())  # options named after a setting
         cfg = resolve_train_config(config, overrides, out, resume)
