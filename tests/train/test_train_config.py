@@ -46,3 +46,18 @@ def test_resuming_a_run_saved_before_a_per_model_setting_existed_keeps_what_it_t
     assert fresh.l2 == MODEL_DEFAULTS["abmil"]["l2"]  # a new run takes the model's default
     (run / "config.yaml").write_text("model: abmil\nlr: 0.0005\nl2: 0.01\n")
     assert resolve_train_config(None, {}, run, resume=True).l2 == 0.01
+
+
+def test_abmil_trains_unclipped_unless_its_run_was_saved_with_clipping(tmp_path: Path) -> None:
+    """`abmil`'s per-model default turns clipping off (None), which the model-defaults merge must not mistake for
+    'not given'; other models keep the plain default; a run saved with clipping resumes with it."""
+    assert TrainConfig(model="abmil").grad_clip_norm is None
+    assert TrainConfig(model="vit_sf").grad_clip_norm == 1.0  # the plain default
+    assert TrainConfig(model="abmil", grad_clip_norm=0.5).grad_clip_norm == 0.5
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: abmil\nlr: 0.0005\ngrad_clip_norm: 1.0\n")
+    assert resolve_train_config(None, {"epochs": None}, run, resume=True).grad_clip_norm == 1.0
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("model: vit_sf\ngrad_clip_norm: null\n")
+    assert resolve_train_config(preset, {}, tmp_path / "new", resume=False).grad_clip_norm is None
