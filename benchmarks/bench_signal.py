@@ -188,7 +188,7 @@ def pick_default_methods(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     not fail in any regime the model classifies. (The mean picks attention for `vit_sf_ca` by 0.02, while
     its attention finds 1% of the planted tiles at 3% density, the regime `vit_sf_ca` exists for.)
     """
-    picks = {}
+    picks, methods = {}, methods_in(report)
     for model in report["settings"]["models"]:
         solved = [
             c for c in report["conditions"]
@@ -199,7 +199,7 @@ def pick_default_methods(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
             continue
         worst = {
             m: min(statistics.fmean(aggregate(report["runs"], c, model, "topk", m)) for c in solved)
-            for m in methods_in(report)
+            for m in methods
         }
         # Cheapest first: attention needs no backward pass, relevance one through the head, layer_relevance
         # one through the whole network; a costlier method must win by a margin to be worth it.
