@@ -35,6 +35,44 @@ def test_every_rank_takes_as_many_steps_and_the_order_is_covered() -> None:
     assert scoring == [[0], [1], []]
 
 
+# One step through DistributedDataParallel and a gather, as a fold does, then the group is left.
+LEAVE_GROUP = """
+import os, torch
+from wsi_pipeline.train.process import torchrun_process
+
+def native_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+def one_step(role, device) -> None:
+    net = role.wrap(torch.nn.Linear(4, 2), device)
+    net(torch.randn(3, 4)).sum().backward()
+    role.gather(role.rank)
+
+before = native_threads()
+with torchrun_process(torch.device("cpu")) as (role, device):
+    one_step(role, device)
+    during = native_threads()
+print(f"rank {role.rank}: {before} {during} {native_threads()}")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc (Linux)")
+def test_leaving_the_group_ends_its_worker_threads(tmp_path: Path) -> None:
+    """The worker threads gloo started must end when a rank leaves its group, not at interpreter shutdown:
+    one still freeing the last gather's tensors there aborted the rank after a finished run."""
+    script = tmp_path / "leave_group.py"
+    script.write_text(LEAVE_GROUP)
+    done = subprocess.run(
+        [*_torchrun(2), str(script)], capture_output=True, text=True, env=_env(), timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    counts = sorted(line.split(": ")[1] for line in done.stdout.splitlines() if line.startswith("rank "))
+    assert len(counts) == 2
+    for before, during, after in (map(int, c.split()) for c in counts):
+        assert during > before and after == before, (before, during, after)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -53,13 +91,20 @@ def _cohort(root: Path) -> list[SyntheticSlide]:
 def _train(root: Path, out: Path, nproc: int, *extra: str) -> subprocess.CompletedProcess[str]:
     args = ["train", "--features", str(root / "features"), "--labels", str(root / "labels.csv")]
     args += ["--out", str(out), *TRAIN_OPTIONS, *extra]
-    launcher: list[str] = []
-    if nproc > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node"]
-        launcher += [str(nproc), "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    command = [*launcher, str(WSI), *args] if launcher else [str(WSI), *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    launcher = _torchrun(nproc) if nproc > 1 else []
+    return subprocess.run(
+        [*launcher, str(WSI), *args], capture_output=True, text=True, env=_env(), timeout=300
+    )
+
+
+def _torchrun(nproc: int) -> list[str]:
+    """The launcher for `nproc` CPU processes on this machine."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node"]
+    return [*launcher, str(nproc), "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
 
 
 def _result(out: Path) -> dict[str, float]:

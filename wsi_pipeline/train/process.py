@@ -108,7 +108,17 @@ def torchrun_device(device: torch.device) -> torch.device:
 
 @contextmanager
 def torchrun_process(device: torch.device) -> Iterator[tuple[ProcessRole, torch.device]]:
-    """Join the process group torchrun set up (gloo on CPU, NCCL on GPU) and leave it on exit, errors too."""
+    """Join the process group torchrun set up (gloo on CPU, NCCL on GPU) and leave it on exit, errors too.
+
+    `torch.distributed.nn` is imported first. DistributedDataParallel imports it, and its functions take
+    `group=group.WORLD` as a default argument: imported after the group exists, they keep the group alive
+    past `destroy_process_group`, with gloo's worker threads running into interpreter shutdown. One of them
+    still freeing the last `gather`'s tensors there needs the GIL, and the process aborted ("terminate
+    called without an active exception", about 1 run in 10 on a busy 2-core machine; seen in a core dump).
+    Imported before, the defaults are None and leaving the group joins the threads.
+    """
+    import torch.distributed.nn  # before init_process_group: see above
+
     device = torchrun_device(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
