@@ -7,6 +7,7 @@ early-stopping decision, and rank 0 writes. They are asked here and nowhere else
 collective is a no-op and `torch.distributed` is never imported.
 """
 
+import gc
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,12 +111,13 @@ def torchrun_device(device: torch.device) -> torch.device:
 def torchrun_process(device: torch.device) -> Iterator[tuple[ProcessRole, torch.device]]:
     """Join the process group torchrun set up (gloo on CPU, NCCL on GPU) and leave it on exit, errors too.
 
-    `torch.distributed.nn` is imported first. DistributedDataParallel imports it, and its functions take
-    `group=group.WORLD` as a default argument: imported after the group exists, they keep the group alive
-    past `destroy_process_group`, with gloo's worker threads running into interpreter shutdown. One of them
-    still freeing the last `gather`'s tensors there needs the GIL, and the process aborted ("terminate
-    called without an active exception", about 1 run in 10 on a busy 2-core machine; seen in a core dump).
-    Imported before, the defaults are None and leaving the group joins the threads.
+    Leaving must free the group, which joins gloo's worker threads. A group still alive at interpreter
+    shutdown kept them running there, and one still freeing the last `gather`'s tensors needs the GIL: the
+    process aborted ("terminate called without an active exception", about 1 run in 10 on a busy 2-core
+    machine; seen in a core dump). Two things held it: the functions of `torch.distributed.nn`, which
+    DistributedDataParallel imports, take `group=group.WORLD` as a default argument (so it is imported
+    before the group exists, when that default is None), and a DistributedDataParallel wrapper is freed
+    only by the cycle collector (so it runs before the group is destroyed).
     """
     import torch.distributed.nn  # before init_process_group: see above
 
@@ -128,4 +130,5 @@ def torchrun_process(device: torch.device) -> Iterator[tuple[ProcessRole, torch.
     try:
         yield ProcessRole(rank=dist.get_rank(), world_size=dist.get_world_size()), device
     finally:
+        gc.collect()  # the DistributedDataParallel wrappers: see above
         dist.destroy_process_group()
