@@ -37,8 +37,10 @@ def test_every_rank_takes_as_many_steps_and_the_order_is_covered() -> None:
 
 # One step through DistributedDataParallel and a gather, as a fold does, then the group is left. The cycle
 # collector runs only when leaving asks for it, so the check does not hang on when Python happens to run it.
+# Each rank writes its thread counts to its own file: lines printed by two processes can interleave.
 LEAVE_GROUP = """
-import gc, os, torch
+import gc, os, sys, torch
+from pathlib import Path
 from wsi_pipeline.train.process import torchrun_process
 
 gc.disable()
@@ -55,7 +57,7 @@ before = native_threads()
 with torchrun_process(torch.device("cpu")) as (role, device):
     one_step(role, device)
     during = native_threads()
-print(f"rank {role.rank}: {before} {during} {native_threads()}")
+Path(sys.argv[1], f"rank{role.rank}.txt").write_text(f"{before} {during} {native_threads()}")
 """
 
 
@@ -67,13 +69,12 @@ def test_leaving_the_group_ends_its_worker_threads(tmp_path: Path) -> None:
     script = tmp_path / "leave_group.py"
     script.write_text(LEAVE_GROUP)
     done = subprocess.run(
-        [*_torchrun(2), str(script)], capture_output=True, text=True, env=_env(), timeout=300
+        [*_torchrun(2), str(script), str(tmp_path)], capture_output=True, text=True, env=_env(), timeout=300
     )
     assert done.returncode == 0, done.stderr
-    counts = sorted(line.split(": ")[1] for line in done.stdout.splitlines() if line.startswith("rank "))
-    assert len(counts) == 2
-    for before, during, after in (map(int, c.split()) for c in counts):
-        assert during > before and after == before, (before, during, after)
+    for rank in (0, 1):
+        before, during, after = map(int, (tmp_path / f"rank{rank}.txt").read_text().split())
+        assert during > before and after == before, (rank, before, during, after)
 
 
 def _free_port() -> int:

@@ -113,8 +113,8 @@ def torchrun_process(device: torch.device) -> Iterator[tuple[ProcessRole, torch.
 
     Leaving must free the group, which joins gloo's worker threads. A group still alive at interpreter
     shutdown kept them running there, and one still freeing the last `gather`'s tensors needs the GIL: the
-    process aborted ("terminate called without an active exception", about 1 run in 10 on a busy 2-core
-    machine; seen in a core dump). Two things held it: the functions of `torch.distributed.nn`, which
+    process aborted ("terminate called without an active exception"; a minimal two-process script, 3 runs in
+    45 on a busy 2-core machine, seen in a core dump). Two things held it: the functions of `torch.distributed.nn`, which
     DistributedDataParallel imports, take `group=group.WORLD` as a default argument (so it is imported
     before the group exists, when that default is None), and a DistributedDataParallel wrapper is freed
     only by the cycle collector (so it runs before the group is destroyed).
